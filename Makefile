@@ -1,0 +1,45 @@
+# Every target bootstraps .venv by itself: a fresh clone needs only `make demo` or `make test`.
+#
+# torch: a fresh .venv gets the CPU pair below (no multi-GB CUDA download). To bring your own build
+# (e.g. a CUDA wheel on a GPU box), install it into .venv first or pass TORCH_SPEC, e.g.
+#   make test TORCH_SPEC="torch==2.5.1 torchvision==0.20.1"
+# If .venv already imports torch and torchvision, nothing is reinstalled.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0 torchvision==0.28.0
+STAMP := $(VENV)/.agvp-installed
+DEMO_DIR ?= .demo
+
+.PHONY: venv demo test lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	@if ! $(PY) -c "import torch, importlib.util as u; assert u.find_spec('torchvision')" 2>/dev/null; then \
+		echo "installing $(TORCH_SPEC)"; $(PY) -m pip install --quiet $(TORCH_SPEC); fi
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/agvp-hpo data synth $(DEMO_DIR)/data --overwrite
+	$(VENV)/bin/agvp-hpo data inspect $(DEMO_DIR)/data
+	$(VENV)/bin/agvp-hpo evaluate --random-init --data $(DEMO_DIR)/data --flip \
+		--submission $(DEMO_DIR)/submission.csv --json-out $(DEMO_DIR)/report.json
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: $(STAMP)
+	$(PY) benchmarks/eval_speed.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""FastAPI service (REST API and dashboard) over the results store."""
