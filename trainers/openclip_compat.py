@@ -2,13 +2,14 @@
 :func:`import_open_clip`.
 
 Why this exists: the PyPI torchvision wheel is a CUDA build. Installed next to a CPU-only torch, its C++
-extension (``torchvision/_C.so``) fails to load; torchvision then skips most of its op registrations but still
-registers fake kernels for ``torchvision::nms`` and ``torchvision::qnms`` unconditionally, so
-``import torchvision`` dies with "operator torchvision::nms does not exist" - and open_clip imports torchvision.
+extension (``torchvision/_C.so``) fails to load; torchvision then skips most of its op registrations but
+still registers fake kernels for ``torchvision::nms`` and ``torchvision::qnms`` unconditionally, so
+``import torchvision`` dies with "operator torchvision::nms does not exist" - and open_clip imports it.
 
 The workaround runs only when the extension really failed to load: it defines the two missing op *schemas*
-(no kernels), which is all the import needs. Calling ``torchvision.ops.nms`` would still fail, loudly; we never
-call it. With a matching torch/torchvision pair (e.g. a GPU install) the extension loads and nothing is done.
+(no kernels), which is all the import needs. Calling ``torchvision.ops.nms`` would still fail, loudly; we
+never call it. With a matching torch/torchvision pair (e.g. a GPU install) the extension loads and nothing
+is done.
 """
 
 from __future__ import annotations

@@ -1,0 +1,78 @@
+"""Typed settings of the data pipeline. Every field is read by the code it configures (tests check that
+changing each one changes the output); unknown keys are rejected."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from trainers.data.sampling import SamplingMode
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# CLIP's own normalisation, for pre-trained CLIP backbones.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TransformConfig(_Strict):
+    """Per-clip image pipeline: resize, sequence-level flip, random erasing, normalisation."""
+
+    height: int = Field(256, ge=16)
+    width: int = Field(128, ge=16)
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    #: Probability of flipping a whole clip horizontally (training only).
+    flip_p: float = Field(0.5, ge=0.0, le=1.0)
+    #: Probability of erasing a rectangle in each frame (training only).
+    erase_p: float = Field(0.5, ge=0.0, le=1.0)
+    #: Erased area as a fraction of the frame, (min, max).
+    erase_area: tuple[float, float] = (0.02, 0.2)
+    #: Aspect ratio (height / width) of the erased rectangle, (min, max), sampled log-uniformly.
+    erase_aspect: tuple[float, float] = (0.3, 3.3)
+    #: Fill of the erased rectangle: "mean" = the normalisation mean (0 after normalising), "random" = noise.
+    erase_fill: Literal["mean", "random"] = "mean"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @model_validator(mode="after")
+    def _ranges(self) -> TransformConfig:
+        low, high = self.erase_area
+        if not 0.0 < low <= high < 1.0:
+            raise ValueError(f"erase_area is {self.erase_area}, but must satisfy 0 < min <= max < 1")
+        low, high = self.erase_aspect
+        if not 0.0 < low <= high:
+            raise ValueError(f"erase_aspect is {self.erase_aspect}, but must satisfy 0 < min <= max")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std is {self.std}, but every value must be > 0")
+        return self
+
+
+class SamplingConfig(_Strict):
+    """Temporal sampling (see :mod:`trainers.data.sampling`)."""
+
+    seq_len: int = Field(8, ge=1)
+    train_mode: SamplingMode = SamplingMode.CHUNK_RANDOM
+    test_mode: SamplingMode = SamplingMode.CHUNK_FIRST
+
+
+class BatchConfig(_Strict):
+    """PK sampling: ``p`` identities x ``k`` tracklets per batch."""
+
+    p: int = Field(4, ge=2)
+    k: int = Field(4, ge=1)
+
+    @property
+    def batch_size(self) -> int:
+        return self.p * self.k
+
+
+class SplitConfig(_Strict):
+    """The identity-disjoint validation split carved from train."""
+
+    seed: int = 0
+    fraction: float = Field(0.1, gt=0.0, lt=1.0)
