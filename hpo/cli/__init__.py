@@ -1,0 +1,23 @@
+"""The ``agvp-hpo`` command line. One module per command group; this one only wires them."""
+
+from __future__ import annotations
+
+import typer
+
+from hpo.cli.data import data_app
+from hpo.cli.evaluate import evaluate
+
+app = typer.Typer(
+    name="agvp-hpo",
+    help="Multi-fidelity hyper-parameter optimisation for aerial-ground video person re-identification.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data_app, name="data")
+app.command()(evaluate)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,93 @@
+"""Summaries of a dataset folder for ``agvp-hpo data inspect``: counts per split, platform, altitude and
+camera; frames per tracklet; attribute coverage; and every problem found (the scan does not stop at the
+first one)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trainers.data.attributes import ATTRIBUTE_NAMES, UNKNOWN_CODE
+from trainers.data.index import DatasetIndex, Problem
+
+
+@dataclass
+class SplitSummary:
+    identities: int
+    tracklets: int
+    frames: int
+    platforms: dict[str, int]
+    altitudes: dict[str, int]
+    cameras: dict[str, int]
+    frames_per_tracklet: dict[str, float]
+    #: attribute -> fraction of this split's identities whose code is known (not "unknown")
+    attribute_known: dict[str, float] = field(default_factory=dict)
+    attributes_coerced: int = 0
+    identities_without_attributes: int = 0
+
+
+@dataclass
+class InspectionReport:
+    root: str
+    fingerprint: str
+    test_ids: str
+    splits: dict[str, SplitSummary]
+    problems: list[Problem]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["problems"] = [asdict(p) for p in self.problems]
+        data["problem_counts"] = dict(Counter(p.kind for p in self.problems))
+        return data
+
+
+def _frames_stats(lengths: list[int]) -> dict[str, float]:
+    array = np.asarray(lengths)
+    return {
+        "min": int(array.min()),
+        "median": float(np.median(array)),
+        "mean": round(float(array.mean()), 2),
+        "max": int(array.max()),
+    }
+
+
+def summarise(index: DatasetIndex, problems: list[Problem]) -> InspectionReport:
+    splits: dict[str, SplitSummary] = {}
+    for split in index.splits_present:
+        tracklets = index.split(split)
+        pids = {t.pid for t in tracklets}
+        summary = SplitSummary(
+            identities=len(pids),
+            tracklets=len(tracklets),
+            frames=sum(len(t.frames) for t in tracklets),
+            platforms=dict(sorted(Counter(t.platform.value for t in tracklets).items())),
+            altitudes=dict(
+                sorted(
+                    Counter(
+                        f"{t.altitude_m} m" if t.altitude_m else "unknown" for t in tracklets if t.is_aerial
+                    ).items()
+                )
+            ),
+            cameras=dict(sorted(Counter(f"C{t.camera}" for t in tracklets).items())),
+            frames_per_tracklet=_frames_stats([len(t.frames) for t in tracklets]),
+        )
+        table = index.attributes.get(split)
+        if table is not None:
+            summary.attributes_coerced = table.coerced_total
+            summary.identities_without_attributes = sum(1 for pid in pids if pid not in table.rows)
+            for name in ATTRIBUTE_NAMES:
+                known = sum(1 for pid in pids if table.get(pid)[name] != UNKNOWN_CODE[name])
+                summary.attribute_known[name] = round(known / len(pids), 3) if pids else 0.0
+        else:
+            summary.identities_without_attributes = len(pids)
+        splits[split] = summary
+    return InspectionReport(
+        root=str(index.root),
+        fingerprint=index.fingerprint(),
+        test_ids=index.test_ids,
+        splits=splits,
+        problems=problems,
+    )
