@@ -141,5 +141,5 @@ def test_mapping_must_cover_every_test_tracklet(small_root: Path, tmp_path: Path
     shutil.copytree(small_root, root)
     lines = (root / TRUE_IDS_FILE).read_text().splitlines()
     (root / TRUE_IDS_FILE).write_text("\n".join(lines[:-1]) + "\n")
-    with pytest.raises(DataError, match="not listed in true_ids.csv"):
+    with pytest.raises(DataError, match=r"not listed in true_ids\.csv"):
         read_dataset(root)

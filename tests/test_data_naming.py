@@ -39,7 +39,7 @@ def test_missing_frame_number_is_allowed() -> None:
 
 
 def test_no_camera_code_names_the_file() -> None:
-    with pytest.raises(DataError, match="x/y/frame_001.jpg: frame name has no camera code"):
+    with pytest.raises(DataError, match=r"x/y/frame_001\.jpg: frame name has no camera code"):
         parse_frame_name("x/y/frame_001.jpg")
 
 

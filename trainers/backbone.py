@@ -35,7 +35,7 @@ def available_backbones() -> list[str]:
 
 
 def vision_config(name: str) -> tuple[int, dict[str, Any]]:
-    """``(embed_dim, vision_cfg)`` for a backbone name; unknown names raise ``ValueError`` with a suggestion."""
+    """``(embed_dim, vision_cfg)`` of a backbone; an unknown name raises ``ValueError`` with a suggestion."""
     if name in CUSTOM_VISION_CONFIGS:
         config = dict(CUSTOM_VISION_CONFIGS[name])
         return int(config.pop("embed_dim")), config
