@@ -1,0 +1,205 @@
+"""``agvp-hpo evaluate``: the AG-VPReID test protocol on a dataset folder.
+
+Until the trainer lands, the only model is a randomly initialised open_clip vision tower (``--random-init``):
+a real run of the whole protocol - features, distances, optional re-ranking / masking / flip TTA, metrics per
+case, overall and per altitude, and the submission file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from hpo.cli._common import console, fail, user_errors
+from trainers.backbone import MeanFrameEncoder, build_vision_tower
+from trainers.data.config import CLIP_MEAN, CLIP_STD, TransformConfig
+from trainers.data.index import read_dataset
+from trainers.data.layout import PROTOCOL_CASES
+from trainers.data.sampling import SamplingMode
+from trainers.data.split import protocol_views
+from trainers.data.transforms import ClipTransform
+from trainers.data.video_dataset import TrackletDataset
+from trainers.evaluation.extract import extract_features
+from trainers.evaluation.masking import DEFAULT_MASK_ATTRIBUTES
+from trainers.evaluation.protocol import CaseMetrics, EvaluationReport, ProtocolOptions, evaluate_views
+from trainers.evaluation.submission import SubmissionCase, write_submission
+
+
+def _parse_masks(masks: list[str], default_penalty: float) -> dict[str, float]:
+    """``--mask gender`` or ``--mask gender=0.2``; ``--mask default`` = the X-TFCLIP four attributes."""
+    from trainers.data.attributes import UNKNOWN_CODE
+
+    penalties: dict[str, float] = {}
+    for item in masks:
+        name, _, value = item.partition("=")
+        names = list(DEFAULT_MASK_ATTRIBUTES) if name == "default" else [name]
+        for attribute in names:
+            if attribute not in UNKNOWN_CODE:
+                raise ValueError(
+                    f"--mask {attribute!r} is not an attribute; valid: {', '.join(UNKNOWN_CODE)}"
+                )
+            try:
+                penalties[attribute] = float(value) if value else default_penalty
+            except ValueError:
+                raise ValueError(f"--mask {item!r}: penalty {value!r} is not a number") from None
+    return penalties
+
+
+def _fmt(metrics: CaseMetrics | None, key: str) -> str:
+    return "-" if metrics is None else f"{100 * getattr(metrics, key):.2f}"
+
+
+def _render(report: EvaluationReport) -> None:
+    table = Table(title="AG-VPReID evaluation (percent)")
+    for column in ("case", "subset", "queries scored", "R1", "R5", "R10", "mAP"):
+        table.add_column(column, justify="left" if column in ("case", "subset") else "right")
+    for name, case in report.cases.items():
+        rows = [(name.upper(), "all", case.metrics), *(("", a, m) for a, m in case.per_altitude.items())]
+        for label, subset, metrics in rows:
+            scored = "-" if metrics is None else f"{metrics.valid_queries}/{metrics.queries}"
+            table.add_row(label, subset, scored, *(_fmt(metrics, k) for k in ("r1", "r5", "r10", "mAP")))
+    overall = report.overall
+    if overall is not None:
+        table.add_row(
+            "OVERALL",
+            "mean",
+            "",
+            *(f"{100 * overall[k]:.2f}" for k in ("r1", "r5", "r10", "mAP")),
+            style="bold",
+        )
+    console.print(table)
+    if overall is None:
+        console.print("[yellow]test identities are masked: no metrics, only the submission file[/]")
+
+
+def evaluate(
+    data: Annotated[Path, typer.Option("--data", help="Dataset root in the AG-VPReID layout.")],
+    random_init: Annotated[
+        bool,
+        typer.Option("--random-init", help="Evaluate a randomly initialised backbone (required for now)."),
+    ] = False,
+    backbone: Annotated[
+        str, typer.Option("--backbone", help="open_clip vision config or 'tiny-cpu'.")
+    ] = "tiny-cpu",
+    case: Annotated[str, typer.Option("--case", help="a2g | g2a | both")] = "both",
+    size: Annotated[str, typer.Option("--size", help="Input HEIGHTxWIDTH.")] = "64x32",
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Frames per clip (T).")] = 8,
+    sampling: Annotated[str, typer.Option("--sampling", help="chunk-first | dense")] = "chunk-first",
+    flip: Annotated[bool, typer.Option("--flip", help="Average features with the horizontal flip.")] = False,
+    rerank: Annotated[bool, typer.Option("--rerank", help="k-reciprocal re-ranking.")] = False,
+    k1: Annotated[int, typer.Option("--k1")] = 20,
+    k2: Annotated[int, typer.Option("--k2")] = 6,
+    lambda_value: Annotated[float, typer.Option("--lambda")] = 0.3,
+    mask: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mask", help="Soft-biometric masking: ATTR or ATTR=PENALTY, repeatable; 'default' = 4."
+        ),
+    ] = None,
+    mask_penalty: Annotated[float, typer.Option("--mask-penalty", help="Penalty when none is given.")] = 0.2,
+    top_k: Annotated[int, typer.Option("--top-k", help="Gallery tracklets per submission row.")] = 10,
+    submission: Annotated[
+        Path | None, typer.Option("--submission", help="Write the submission CSV here.")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json-out", help="Write the report as JSON here.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    workers: Annotated[int, typer.Option("--workers", help="Data loader worker processes.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random initialisation.")] = 0,
+    test_ids: Annotated[str, typer.Option("--test-ids", help="auto | masked | true")] = "auto",
+) -> None:
+    """Run the test protocol (case 1 A2G, case 2 G2A): metrics when identities are known, and a submission."""
+    if not random_init:
+        raise fail("no model to evaluate: pass --random-init (checkpoints arrive with `agvp-hpo train`)")
+    with user_errors():
+        if case not in ("a2g", "g2a", "both"):
+            raise ValueError(f"--case is {case!r}, but must be one of a2g, g2a, both")
+        if top_k < 1:
+            raise ValueError(f"--top-k is {top_k}, but must be >= 1")
+        try:
+            height, width = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--size is {size!r}, but must look like 256x128") from None
+        mode = SamplingMode(sampling)
+        if mode is SamplingMode.CHUNK_RANDOM:
+            raise ValueError("--sampling chunk-random is for training; use chunk-first or dense")
+        penalties = _parse_masks(mask or [], mask_penalty)
+        options = ProtocolOptions(
+            rerank=rerank, k1=k1, k2=k2, lambda_value=lambda_value, mask_penalties=penalties
+        )
+        test_splits = list(dict.fromkeys(split for pair in PROTOCOL_CASES.values() for split in pair))
+        index = read_dataset(data, splits=test_splits, test_ids=test_ids)  # type: ignore[arg-type]
+        views = protocol_views(index)
+        if case != "both":
+            views = {case: views[case]} if case in views else {}
+        if not views:
+            raise ValueError(f"{data} has no test splits for case {case}")
+        transform = ClipTransform(
+            TransformConfig(height=height, width=width, mean=CLIP_MEAN, std=CLIP_STD), train=False
+        )
+        encoder = MeanFrameEncoder(build_vision_tower(backbone, image_size=(height, width), seed=seed)).eval()
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        tracklets = {t.key: t for view in views.values() for t in (*view.query, *view.gallery)}
+        dataset = TrackletDataset(
+            data, list(tracklets.values()), seq_len=seq_len, mode=mode, transform=transform
+        )
+        with Progress(
+            TextColumn("extracting features"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("features", total=len(dataset))
+            features = extract_features(
+                encoder,
+                dataset,
+                batch_size=batch_size,
+                flip=flip,
+                num_workers=workers,
+                on_progress=lambda n: progress.advance(task, n),
+            )
+        report, distances = evaluate_views(index, views, features, options)
+        if submission is not None:
+            cases = [
+                SubmissionCase(
+                    name=name,
+                    query_names=tuple(t.name for t in views[name].query),
+                    gallery_names=tuple(t.name for t in views[name].gallery),
+                    distmat=distances[name],
+                )
+                for name in PROTOCOL_CASES
+                if name in views
+            ]
+            write_submission(submission, cases, top_k=top_k)
+        if json_out is not None:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            payload = {
+                "model": {"backbone": backbone, "random_init": True, "seed": seed, "size": [height, width]},
+                "options": {
+                    "seq_len": seq_len,
+                    "sampling": mode.value,
+                    "flip": flip,
+                    "rerank": rerank,
+                    "mask": penalties,
+                },
+                "dataset": {
+                    "root": str(data),
+                    "fingerprint": index.fingerprint(),
+                    "test_ids": index.test_ids,
+                },
+                **report.to_dict(),
+            }
+            json_out.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    _render(report)
+    if submission is not None:
+        console.print(f"submission: {submission} (top {top_k})")

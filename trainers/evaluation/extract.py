@@ -1,0 +1,55 @@
+"""Video features for every tracklet of a dataset, with an optional flip test-time augmentation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from trainers.data.sampling import SamplingMode
+from trainers.data.video_dataset import TrackletDataset
+from trainers.evaluation.tta import extract_with_flip
+
+Encoder = Callable[[torch.Tensor], torch.Tensor]
+
+
+@torch.inference_mode()
+def extract_features(
+    encode: Encoder,
+    dataset: TrackletDataset,
+    *,
+    batch_size: int = 8,
+    flip: bool = False,
+    num_workers: int = 0,
+    device: torch.device | str = "cpu",
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """``Tracklet.key`` -> float32 feature. ``encode`` maps clips (B, T, 3, H, W) to features (B, D).
+
+    In dense sampling mode a tracklet has several clips; its feature is the mean over its clips.
+    ``on_progress`` receives the number of tracklets finished since the last call.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size is {batch_size}, but must be >= 1")
+
+    def run(clips: torch.Tensor) -> torch.Tensor:
+        clips = clips.to(device)
+        return (extract_with_flip(encode, clips) if flip else encode(clips)).float().cpu()
+
+    dense = dataset.mode is SamplingMode.DENSE
+    loader = DataLoader(
+        dataset, batch_size=1 if dense else batch_size, shuffle=False, num_workers=num_workers
+    )
+    features: dict[str, np.ndarray] = {}
+    for batch in loader:
+        clips = batch["clip"][0] if dense else batch["clip"]
+        output = run(clips)
+        if dense:
+            output = output.mean(dim=0, keepdim=True)
+        for position, feature in zip(batch["index"].tolist(), output.numpy(), strict=True):
+            features[dataset.tracklets[position].key] = feature
+        if on_progress is not None:
+            on_progress(len(output))
+    return features
