@@ -110,3 +110,15 @@ def test_true_id_release(tmp_path: Path) -> None:
     query_ids = {t.pid for t in index.split("case1_query")}
     assert query_ids == {t.pid for t in index.split("case1_gallery")}
     assert not (tmp_path / "d" / "true_ids.csv").exists()
+
+
+def test_any_appearance_renders_at_any_size() -> None:
+    from trainers.data.synth import draw_appearance, render_person
+
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        look = draw_appearance(np.random.default_rng([5, i]))
+        height = int(rng.integers(12, 200))
+        width = max(6, int(height * rng.uniform(0.3, 0.7)))
+        image = render_person(look, height, width, i % 2, (120, 120, 120))
+        assert image.size == (width, height)

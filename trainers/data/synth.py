@@ -226,6 +226,12 @@ def draw_appearance(rng: np.random.Generator) -> Appearance:
     )
 
 
+def _rect(draw: ImageDraw.ImageDraw, box: list[float], fill: RGB) -> None:
+    """A rectangle on integer pixel bounds (float bounds closer than a pixel can round to x1 < x0)."""
+    x0, y0, x1, y1 = (round(v) for v in box)
+    draw.rectangle([x0, y0, max(x0, x1), max(y0, y1)], fill=fill)
+
+
 def render_person(look: Appearance, height: int, width: int, phase: int, background: RGB) -> Image.Image:
     """Draw a full-body front view of ``look`` on a (height x width) canvas; ``phase`` (0/1) is the gait."""
     image = Image.new("RGB", (width, height), background)
@@ -245,11 +251,9 @@ def render_person(look: Appearance, height: int, width: int, phase: int, backgro
     for side, swing in ((-1, stride), (1, -stride)):
         x = centre + side * torso_w * 0.24 + swing * 0.4
         cover_end = hip_y + (foot_y - hip_y) * (0.45 if look.lower_kind != "trousers" else 0.95)
-        draw.rectangle([x - leg_w / 2, hip_y, x + leg_w / 2, foot_y], fill=look.skin)
-        draw.rectangle([x - leg_w / 2, hip_y, x + leg_w / 2, cover_end], fill=look.lower)
-        draw.rectangle(
-            [x - leg_w / 2 - 1, foot_y - figure * 0.035, x + leg_w / 2 + 1, foot_y], fill=look.shoes
-        )
+        _rect(draw, [x - leg_w / 2, hip_y, x + leg_w / 2, foot_y], fill=look.skin)
+        _rect(draw, [x - leg_w / 2, hip_y, x + leg_w / 2, cover_end], fill=look.lower)
+        _rect(draw, [x - leg_w / 2 - 1, foot_y - figure * 0.035, x + leg_w / 2 + 1, foot_y], fill=look.shoes)
     if look.lower_kind == "skirt":
         skirt = [
             (centre - torso_w * 0.5, hip_y),
@@ -261,33 +265,33 @@ def render_person(look: Appearance, height: int, width: int, phase: int, backgro
 
     # rolling bag beside the legs, backpack behind the torso (visible at the sides)
     if look.bag == "rolling":
-        draw.rectangle(
+        _rect(
+            draw,
             [centre + torso_w * 0.7, hip_y + figure * 0.12, centre + torso_w * 1.2, foot_y],
             fill=look.bag_colour,
         )
     if look.bag == "backpack":
-        draw.rectangle(
+        _rect(
+            draw,
             [centre - torso_w * 0.62, neck_y + figure * 0.04, centre + torso_w * 0.62, hip_y - figure * 0.05],
             fill=look.bag_colour,
         )
 
     # torso with pattern
     box = [centre - torso_w / 2, neck_y, centre + torso_w / 2, hip_y]
-    draw.rectangle(box, fill=look.upper)
+    _rect(draw, box, fill=look.upper)
     if look.pattern == "stripes":
         step = max(2.0, (hip_y - neck_y) / 6)
         y = neck_y + step / 2
         while y < hip_y:
-            draw.rectangle([box[0], y, box[2], min(hip_y, y + step / 2)], fill=look.upper_second)
+            _rect(draw, [box[0], y, box[2], min(hip_y, y + step / 2)], fill=look.upper_second)
             y += step
     elif look.pattern == "checks":
         step = max(2.0, torso_w / 3)
         for i, x in enumerate(np.arange(box[0], box[2], step)):
             for j, y in enumerate(np.arange(neck_y, hip_y, step)):
                 if (i + j) % 2:
-                    draw.rectangle(
-                        [x, y, min(box[2], x + step), min(hip_y, y + step)], fill=look.upper_second
-                    )
+                    _rect(draw, [x, y, min(box[2], x + step), min(hip_y, y + step)], fill=look.upper_second)
 
     # arms (sleeves in the upper colour, forearms skin unless long sleeves), swinging against the legs
     arm_w = torso_w * 0.22
@@ -295,12 +299,15 @@ def render_person(look: Appearance, height: int, width: int, phase: int, backgro
         x = centre + side * (torso_w / 2 + arm_w / 2)
         elbow = neck_y + (hip_y - neck_y) * 0.55
         hand = hip_y + figure * 0.05 + swing * 0.3
-        draw.rectangle([x - arm_w / 2, neck_y, x + arm_w / 2, hand], fill=look.skin)
-        draw.rectangle(
-            [x - arm_w / 2, neck_y, x + arm_w / 2, hand if look.long_sleeves else elbow], fill=look.upper
+        _rect(draw, [x - arm_w / 2, neck_y, x + arm_w / 2, hand], fill=look.skin)
+        _rect(
+            draw,
+            [x - arm_w / 2, neck_y, x + arm_w / 2, hand if look.long_sleeves else elbow],
+            fill=look.upper,
         )
     if look.bag == "handbag":
-        draw.rectangle(
+        _rect(
+            draw,
             [centre + torso_w * 0.55, hip_y - figure * 0.02, centre + torso_w * 0.95, hip_y + figure * 0.1],
             fill=look.bag_colour,
         )
@@ -308,7 +315,8 @@ def render_person(look: Appearance, height: int, width: int, phase: int, backgro
     # head, hair, beard, glasses, hat
     head = [centre - head_r, top, centre + head_r, top + 2 * head_r]
     if look.hair is not None and look.hair_length > 0.6:
-        draw.rectangle(
+        _rect(
+            draw,
             [
                 centre - head_r * 1.15,
                 top + head_r * 0.4,
@@ -335,12 +343,14 @@ def render_person(look: Appearance, height: int, width: int, phase: int, backgro
             [head[0] + 1, top + head_r * 0.9, head[2] - 1, top + 2 * head_r], 0, 180, fill=(60, 45, 35)
         )
     if look.glasses is not None:
-        draw.rectangle(
+        _rect(
+            draw,
             [centre - head_r * 0.8, top + head_r * 0.8, centre + head_r * 0.8, top + head_r * 1.1],
             fill=look.glasses,
         )
     if look.hat is not None:
-        draw.rectangle(
+        _rect(
+            draw,
             [centre - head_r * 1.2, top - head_r * 0.25, centre + head_r * 1.2, top + head_r * 0.55],
             fill=look.hat,
         )
