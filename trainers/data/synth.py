@@ -226,10 +226,14 @@ def draw_appearance(rng: np.random.Generator) -> Appearance:
     )
 
 
-def _rect(draw: ImageDraw.ImageDraw, box: list[float], fill: RGB) -> None:
-    """A rectangle on integer pixel bounds (float bounds closer than a pixel can round to x1 < x0)."""
+def _bounds(box: list[float]) -> list[int]:
+    """Integer pixel bounds with x1 >= x0 and y1 >= y0 (tiny figures can produce inverted float boxes)."""
     x0, y0, x1, y1 = (round(v) for v in box)
-    draw.rectangle([x0, y0, max(x0, x1), max(y0, y1)], fill=fill)
+    return [x0, y0, max(x0, x1), max(y0, y1)]
+
+
+def _rect(draw: ImageDraw.ImageDraw, box: list[float], fill: RGB) -> None:
+    draw.rectangle(_bounds(box), fill=fill)
 
 
 def render_person(look: Appearance, height: int, width: int, phase: int, background: RGB) -> Image.Image:
@@ -325,22 +329,27 @@ def render_person(look: Appearance, height: int, width: int, phase: int, backgro
             ],
             fill=look.hair,
         )
-    draw.ellipse(head, fill=look.skin)
+    draw.ellipse(_bounds(head), fill=look.skin)
     if look.hair is not None:
         draw.chord(
-            [head[0] - 1, top - 1, head[2] + 1, top + 2 * head_r * (0.8 + look.hair_length * 0.3)],
+            _bounds([head[0] - 1, top - 1, head[2] + 1, top + 2 * head_r * (0.8 + look.hair_length * 0.3)]),
             180,
             360,
             fill=look.hair,
         )
         if look.ponytail:
             draw.ellipse(
-                [centre + head_r * 0.6, top + head_r * 0.6, centre + head_r * 1.5, top + head_r * 2.2],
+                _bounds(
+                    [centre + head_r * 0.6, top + head_r * 0.6, centre + head_r * 1.5, top + head_r * 2.2]
+                ),
                 fill=look.hair,
             )
     if look.beard:
         draw.chord(
-            [head[0] + 1, top + head_r * 0.9, head[2] - 1, top + 2 * head_r], 0, 180, fill=(60, 45, 35)
+            _bounds([head[0] + 1, top + head_r * 0.9, head[2] - 1, top + 2 * head_r]),
+            0,
+            180,
+            fill=(60, 45, 35),
         )
     if look.glasses is not None:
         _rect(
