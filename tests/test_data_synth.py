@@ -9,6 +9,7 @@ from PIL import Image
 
 from trainers.data.attributes import read_attribute_csv
 from trainers.data.index import read_dataset
+from trainers.data.layout import ATTRIBUTE_FILES
 from trainers.data.synth import SynthConfig, SynthSummary, generate_dataset
 from trainers.errors import DataError
 
@@ -47,15 +48,10 @@ def test_real_layout_and_attribute_files(small_dataset: tuple[Path, SynthSummary
         assert (root / relative).exists(), relative
     index = read_dataset(root)
     for split in summary.tracklets:
-        table = read_attribute_csv(root / "attributes" / ("train.csv" if split == "train" else f"{_case_dir(split)}.csv"))
+        table = read_attribute_csv(root / ATTRIBUTE_FILES[split])
         assert set(table.rows) == {t.pid for t in index.split(split)}
     # distractors: the case-2 gallery has more identities than the case-1 query
     assert summary.identities["case2_gallery"] == summary.identities["case1_query"] + 2
-
-
-def _case_dir(split: str) -> str:
-    case, role = split.split("_")
-    return f"{'case1_aerial_to_ground' if case == 'case1' else 'case2_ground_to_aerial'}/{role}"
 
 
 def test_attributes_agree_across_splits_for_one_identity(small_root: Path) -> None:
