@@ -124,3 +124,24 @@ def test_synthetic_data_is_learnable_but_not_trivial(tmp_path: Path) -> None:
     # ... but not trivially: raw colour statistics (camera tint, illumination, aerial geometry) stay weak
     assert naive < chance + 0.15
     assert invariant < 0.9
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"k1": 0}, "k1 is 0"),
+        ({"lambda_value": 1.5}, "lambda_value"),
+        ({"max_rank": 0}, "max_rank is 0"),
+        ({"mask_penalties": {"shoe_size": 0.1}}, "'shoe_size' is not one of"),
+        ({"mask_penalties": {"gender": -1.0}}, "must be >= 0"),
+    ],
+)
+def test_options_are_validated_up_front(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ProtocolOptions(**options)  # type: ignore[arg-type]
+
+
+def test_matches_only_on_the_query_camera_are_unscored() -> None:
+    query = (_tracklet("q", 1, 0),)
+    gallery = (_tracklet("g1", 1, 0), _tracklet("g2", 2, 1))  # the only match shares the query's camera: junk
+    assert score_case(RetrievalView("g2g", query, gallery), np.array([[0.1, 0.2]])).metrics is None

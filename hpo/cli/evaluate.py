@@ -34,17 +34,11 @@ from trainers.evaluation.submission import SubmissionCase, write_submission
 
 def _parse_masks(masks: list[str], default_penalty: float) -> dict[str, float]:
     """``--mask gender`` or ``--mask gender=0.2``; ``--mask default`` = the X-TFCLIP four attributes."""
-    from trainers.data.attributes import UNKNOWN_CODE
-
     penalties: dict[str, float] = {}
     for item in masks:
         name, _, value = item.partition("=")
         names = list(DEFAULT_MASK_ATTRIBUTES) if name == "default" else [name]
         for attribute in names:
-            if attribute not in UNKNOWN_CODE:
-                raise ValueError(
-                    f"--mask {attribute!r} is not an attribute; valid: {', '.join(UNKNOWN_CODE)}"
-                )
             try:
                 penalties[attribute] = float(value) if value else default_penalty
             except ValueError:

@@ -23,7 +23,7 @@ from trainers.data.split import RetrievalView
 from trainers.evaluation.distance import pairwise_distance
 from trainers.evaluation.masking import apply_attribute_penalty
 from trainers.evaluation.metrics import RankingResult, cmc_map_detailed
-from trainers.evaluation.rerank import k_reciprocal_rerank
+from trainers.evaluation.rerank import k_reciprocal_rerank, validate_rerank_parameters
 
 ALTITUDES_M = (80, 120)
 
@@ -39,6 +39,17 @@ class ProtocolOptions:
     #: attribute -> distance penalty when query and gallery codes are both known and differ (empty: off).
     mask_penalties: Mapping[str, float] = field(default_factory=dict)
     max_rank: int = 50
+
+    def __post_init__(self) -> None:
+        # Checked before any feature is extracted, so a typo fails in seconds rather than after the work.
+        validate_rerank_parameters(self.k1, self.k2, self.lambda_value)
+        if self.max_rank < 1:
+            raise ValueError(f"max_rank is {self.max_rank}, but must be >= 1")
+        for attribute, penalty in self.mask_penalties.items():
+            if attribute not in UNKNOWN_CODE:
+                raise ValueError(f"mask attribute {attribute!r} is not one of {', '.join(UNKNOWN_CODE)}")
+            if penalty < 0:
+                raise ValueError(f"mask penalty for {attribute} is {penalty}, but must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -133,21 +144,17 @@ def case_distances(
 def _score(
     distmat: np.ndarray, query: Sequence[Tracklet], gallery: Sequence[Tracklet], max_rank: int
 ) -> CaseMetrics | None:
-    """CMC/mAP when identities are known and at least one query has a match; otherwise None."""
+    """CMC/mAP when identities are known and some query has a valid (non-junk) match; otherwise None."""
     if not query or not gallery or any(t.true_pid is None for t in (*query, *gallery)):
         return None
     q_pids = np.asarray([t.true_pid for t in query])
     g_pids = np.asarray([t.true_pid for t in gallery])
-    if not np.isin(q_pids, g_pids).any():
+    q_cams = np.asarray([t.camera for t in query])
+    g_cams = np.asarray([t.camera for t in gallery])
+    valid_match = (q_pids[:, None] == g_pids[None, :]) & (q_cams[:, None] != g_cams[None, :])
+    if not valid_match.any():
         return None
-    result = cmc_map_detailed(
-        distmat,
-        q_pids,
-        g_pids,
-        np.asarray([t.camera for t in query]),
-        np.asarray([t.camera for t in gallery]),
-        max_rank=max_rank,
-    )
+    result = cmc_map_detailed(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=max_rank)
     return CaseMetrics.from_ranking(result, queries=len(query))
 
 
