@@ -16,11 +16,13 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """Frozen settings that reject unknown keys."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TransformConfig(_Strict):
+class TransformConfig(StrictModel):
     """Per-clip image pipeline: resize, sequence-level flip, random erasing, normalisation."""
 
     height: int = Field(256, ge=16)
@@ -52,7 +54,7 @@ class TransformConfig(_Strict):
         return self
 
 
-class SamplingConfig(_Strict):
+class SamplingConfig(StrictModel):
     """Temporal sampling (see :mod:`trainers.data.sampling`)."""
 
     seq_len: int = Field(8, ge=1)
@@ -60,7 +62,7 @@ class SamplingConfig(_Strict):
     test_mode: SamplingMode = SamplingMode.CHUNK_FIRST
 
 
-class BatchConfig(_Strict):
+class BatchConfig(StrictModel):
     """PK sampling: ``p`` identities x ``k`` tracklets per batch."""
 
     p: int = Field(4, ge=2)
@@ -71,7 +73,7 @@ class BatchConfig(_Strict):
         return self.p * self.k
 
 
-class SplitConfig(_Strict):
+class SplitConfig(StrictModel):
     """The identity-disjoint validation split carved from train."""
 
     seed: int = 0
