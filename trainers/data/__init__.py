@@ -5,6 +5,7 @@ from trainers.data.attributes import ATTRIBUTE_NAMES, UNKNOWN_CODE, AttributeTab
 from trainers.data.config import BatchConfig, SamplingConfig, SplitConfig, TransformConfig
 from trainers.data.index import DatasetIndex, Problem, Tracklet, read_dataset, scan_dataset
 from trainers.data.naming import FrameInfo, Platform, parse_frame_name
+from trainers.data.pipeline import DataConfig, eval_dataset, train_loader, validation_split
 from trainers.data.pk_sampler import PKSampler
 from trainers.data.sampling import SamplingMode, sample_frame_indices
 from trainers.data.split import (
@@ -25,6 +26,7 @@ __all__ = [
     "AttributeTable",
     "BatchConfig",
     "ClipTransform",
+    "DataConfig",
     "DatasetIndex",
     "FrameInfo",
     "PKSampler",
@@ -38,6 +40,7 @@ __all__ = [
     "TrackletDataset",
     "TransformConfig",
     "ValidationSplit",
+    "eval_dataset",
     "label_map",
     "load_frame",
     "make_validation_split",
@@ -47,6 +50,8 @@ __all__ = [
     "read_dataset",
     "sample_frame_indices",
     "scan_dataset",
+    "train_loader",
     "training_tracklets",
+    "validation_split",
     "validation_views",
 ]
