@@ -8,6 +8,14 @@ from contextlib import contextmanager
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from trainers.errors import AgvpError
 
@@ -16,6 +24,18 @@ err_console = Console(stderr=True)
 
 #: Exit code for bad input (a user mistake), as opposed to 1 for "ran fine, found problems".
 EXIT_BAD_INPUT = 2
+
+
+def progress_bar(*, eta: bool = False) -> Progress:
+    """The one progress bar style of the CLI: description, bar, done/total, elapsed time or ETA."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn() if eta else TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 def fail(message: str) -> typer.Exit:

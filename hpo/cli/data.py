@@ -7,26 +7,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hpo.cli._common import console, user_errors
+from hpo.cli._common import console, progress_bar, user_errors
 from trainers.data.index import scan_dataset
 from trainers.data.inspection import InspectionReport, summarise
 from trainers.data.synth import SynthConfig, generate_dataset
 
 data_app = typer.Typer(help="Generate and inspect datasets in the AG-VPReID layout.", no_args_is_help=True)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
 
 
 @data_app.command("synth")
@@ -60,7 +48,7 @@ def synth(
             id_mode=id_mode,  # type: ignore[arg-type]  # validated by pydantic
             write_true_ids=true_ids,
         )
-        with _progress() as progress:
+        with progress_bar() as progress:
             task = progress.add_task("rendering tracklets", total=None)
             summary = generate_dataset(
                 out,
@@ -152,7 +140,7 @@ def inspect(
         if test_ids not in ("auto", "masked", "true"):
             raise ValueError(f"--test-ids is {test_ids!r}, but must be one of auto, masked, true")
         mode: Literal["auto", "masked", "true"] = test_ids  # type: ignore[assignment]
-        with _progress() as progress:
+        with progress_bar() as progress:
             task = progress.add_task("scanning tracklets", total=None)
             index, problems = scan_dataset(
                 path,

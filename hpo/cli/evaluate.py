@@ -14,10 +14,9 @@ from typing import Annotated
 
 import torch
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from hpo.cli._common import console, fail, user_errors
+from hpo.cli._common import console, fail, progress_bar, user_errors
 from trainers.backbone import MeanFrameEncoder, build_vision_tower
 from trainers.data.config import CLIP_MEAN, CLIP_STD, TransformConfig
 from trainers.data.index import read_dataset
@@ -145,15 +144,8 @@ def evaluate(
         dataset = TrackletDataset(
             data, list(tracklets.values()), seq_len=seq_len, mode=mode, transform=transform
         )
-        with Progress(
-            TextColumn("extracting features"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            task = progress.add_task("features", total=len(dataset))
+        with progress_bar(eta=True) as progress:
+            task = progress.add_task("extracting features", total=len(dataset))
             features = extract_features(
                 encoder,
                 dataset,

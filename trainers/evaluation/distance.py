@@ -43,19 +43,27 @@ def as_numpy(array: Any, *, name: str) -> np.ndarray:
         raise ValueError(f"{name} could not be converted to a numpy array: {exc}") from exc
 
 
-def _float_features(features: Any, *, name: str) -> np.ndarray:
-    """Validate a 2-D, finite, real-valued feature matrix and return it as a floating array."""
-    array = as_numpy(features, name=name)
+def as_real_matrix(value: Any, *, name: str, axes: str) -> np.ndarray:
+    """Validate a 2-D, finite, real-valued matrix (``axes`` names its two axes in errors); integers become
+    float64. Shared by the feature and the distance-matrix checks so both reject bad input alike."""
+    array = as_numpy(value, name=name)
     if array.ndim != 2:
-        raise ValueError(f"{name} has shape {array.shape}, but must be 2-D (items x feature dimension)")
-    if array.shape[1] < 1:
-        raise ValueError(f"{name} has feature dimension {array.shape[1]}, but must be >= 1")
+        raise ValueError(f"{name} has shape {array.shape}, but must be 2-D ({axes})")
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise ValueError(f"{name} has dtype {array.dtype}, but must hold real numbers")
     if not np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float64)
     if not np.isfinite(array).all():
-        raise ValueError(f"{name} contains NaN or infinite values, but features must be finite")
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise ValueError(f"{name} contains NaN or infinite values ({bad} of them), but must be finite")
+    return array
+
+
+def _float_features(features: Any, *, name: str) -> np.ndarray:
+    """Validate a 2-D, finite, real-valued feature matrix and return it as a floating array."""
+    array = as_real_matrix(features, name=name, axes="items x feature dimension")
+    if array.shape[1] < 1:
+        raise ValueError(f"{name} has feature dimension {array.shape[1]}, but must be >= 1")
     return array
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from trainers.evaluation.distance import as_numpy
+from trainers.evaluation.distance import as_numpy, as_real_matrix
 
 __all__ = ["RankingResult", "cmc_map", "cmc_map_detailed"]
 
@@ -91,16 +91,7 @@ def _validate_inputs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
         raise ValueError(f"max_rank is {max_rank!r}, but must be an integer >= 1")
-    dist = as_numpy(distmat, name="distmat")
-    if dist.ndim != 2:
-        raise ValueError(f"distmat has shape {dist.shape}, but must be 2-D (num_query x num_gallery)")
-    if not (np.issubdtype(dist.dtype, np.floating) or np.issubdtype(dist.dtype, np.integer)):
-        raise ValueError(f"distmat has dtype {dist.dtype}, but must hold real numbers")
-    if not np.issubdtype(dist.dtype, np.floating):
-        dist = dist.astype(np.float64)
-    if not np.isfinite(dist).all():
-        bad = int(np.count_nonzero(~np.isfinite(dist)))
-        raise ValueError(f"distmat contains {bad} NaN or infinite values, but distances must be finite")
+    dist = as_real_matrix(distmat, name="distmat", axes="num_query x num_gallery")
     shape = dist.shape
     q_p = _validate_labels("q_pids", q_pids, shape[0], "query (row)", shape)
     g_p = _validate_labels("g_pids", g_pids, shape[1], "gallery item (column)", shape)
