@@ -8,11 +8,9 @@ case, overall and per altitude, and the submission file.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 from rich.table import Table
 
@@ -139,7 +137,6 @@ def evaluate(
             TransformConfig(height=height, width=width, mean=CLIP_MEAN, std=CLIP_STD), train=False
         )
         encoder = MeanFrameEncoder(build_vision_tower(backbone, image_size=(height, width), seed=seed)).eval()
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
         tracklets = {t.key: t for view in views.values() for t in (*view.query, *view.gallery)}
         dataset = TrackletDataset(
             data, list(tracklets.values()), seq_len=seq_len, mode=mode, transform=transform

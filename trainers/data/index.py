@@ -200,7 +200,7 @@ def scan_dataset(
             mapping = _read_true_ids(root / TRUE_IDS_FILE)
             mode = "mapping"
         except DataError as error:
-            problem("bad-true-ids", root / TRUE_IDS_FILE, str(error).split(": ", 1)[-1])
+            problem("bad-true-ids", root / TRUE_IDS_FILE, error.message)
 
     tracklets: list[Tracklet] = []
     attributes: dict[str, AttributeTable] = {}
@@ -214,7 +214,7 @@ def scan_dataset(
             try:
                 attributes[split] = read_attribute_csv(attribute_file)
             except DataError as error:
-                problem("bad-attributes", attribute_file, str(error).removeprefix(f"{attribute_file}: "))
+                problem("bad-attributes", attribute_file, error.message)
         for pid_name in _subfolders(split_dir):
             pid_dir = split_dir / pid_name
             if not pid_name.isdigit():
@@ -241,7 +241,7 @@ def scan_dataset(
                 try:
                     tracklet = _build_tracklet(root, split, pid, name, images, true_pid)
                 except DataError as error:
-                    problem("bad-frame-name", error.path or pid_dir / name, str(error).split(": ", 1)[-1])
+                    problem("bad-frame-name", error.path or pid_dir / name, error.message)
                     continue
                 if check_images:
                     bad = [frame for frame in tracklet.frames if not _image_readable(root / frame)]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import shutil
 import string
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -512,8 +513,6 @@ def generate_dataset(
 
     Refuses a non-empty ``out`` unless ``overwrite``; an interrupted run leaves ``out`` untouched.
     """
-    import time
-
     started = time.perf_counter()
     config = config or SynthConfig()
     out = Path(out)
