@@ -9,24 +9,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from hpo.cli._common import console, fail, progress_bar, user_errors
-from trainers.backbone import MeanFrameEncoder, build_vision_tower
-from trainers.data.config import CLIP_MEAN, CLIP_STD, TransformConfig
-from trainers.data.index import read_dataset
 from trainers.data.layout import PROTOCOL_CASES
 from trainers.data.sampling import SamplingMode
-from trainers.data.split import protocol_views
-from trainers.data.transforms import ClipTransform
-from trainers.data.video_dataset import TrackletDataset
-from trainers.evaluation.extract import extract_features
 from trainers.evaluation.masking import DEFAULT_MASK_ATTRIBUTES
-from trainers.evaluation.protocol import CaseMetrics, EvaluationReport, ProtocolOptions, evaluate_views
-from trainers.evaluation.submission import SubmissionCase, write_submission
+
+if TYPE_CHECKING:
+    from trainers.evaluation.protocol import CaseMetrics, EvaluationReport
 
 
 def _parse_masks(masks: list[str], default_penalty: float) -> dict[str, float]:
@@ -110,6 +104,17 @@ def evaluate(
     """Run the test protocol (case 1 A2G, case 2 G2A): metrics when identities are known, and a submission."""
     if not random_init:
         raise fail("no model to evaluate: pass --random-init (checkpoints arrive with `agvp-hpo train`)")
+    # Heavy imports (torch, open_clip) here, so `agvp-hpo --help` and the data commands start fast.
+    from trainers.backbone import MeanFrameEncoder, build_vision_tower
+    from trainers.data.config import CLIP_MEAN, CLIP_STD, TransformConfig
+    from trainers.data.index import read_dataset
+    from trainers.data.split import protocol_views
+    from trainers.data.transforms import ClipTransform
+    from trainers.data.video_dataset import TrackletDataset
+    from trainers.evaluation.extract import extract_features
+    from trainers.evaluation.protocol import ProtocolOptions, evaluate_views
+    from trainers.evaluation.submission import SubmissionCase, write_submission
+
     with user_errors():
         if case not in ("a2g", "g2a", "both"):
             raise ValueError(f"--case is {case!r}, but must be one of a2g, g2a, both")

@@ -1,57 +1,47 @@
 """AG-VPReID data layer: the on-disk layout, frame-name metadata, attributes, the validation split,
-temporal sampling, PK batches, transforms, the torch dataset, a synthetic generator and an inspector."""
+temporal sampling, PK batches, transforms, the torch dataset, a synthetic generator and an inspector.
 
-from trainers.data.attributes import ATTRIBUTE_NAMES, UNKNOWN_CODE, AttributeTable, read_attribute_csv
-from trainers.data.config import BatchConfig, SamplingConfig, SplitConfig, TransformConfig
-from trainers.data.index import DatasetIndex, Problem, Tracklet, read_dataset, scan_dataset
-from trainers.data.naming import FrameInfo, Platform, parse_frame_name
-from trainers.data.pipeline import DataConfig, eval_dataset, train_loader, validation_split
-from trainers.data.pk_sampler import PKSampler
-from trainers.data.sampling import SamplingMode, sample_frame_indices
-from trainers.data.split import (
-    RetrievalView,
-    ValidationSplit,
-    label_map,
-    make_validation_split,
-    protocol_views,
-    training_tracklets,
-    validation_views,
-)
-from trainers.data.transforms import ClipTransform
-from trainers.data.video_dataset import TrackletDataset, load_frame
+Public names are resolved lazily (PEP 562) so that torch-free uses - ``agvp-hpo data synth``/``inspect``, the
+reader - do not pay for importing torch.
+"""
 
-__all__ = [
-    "ATTRIBUTE_NAMES",
-    "UNKNOWN_CODE",
-    "AttributeTable",
-    "BatchConfig",
-    "ClipTransform",
-    "DataConfig",
-    "DatasetIndex",
-    "FrameInfo",
-    "PKSampler",
-    "Platform",
-    "Problem",
-    "RetrievalView",
-    "SamplingConfig",
-    "SamplingMode",
-    "SplitConfig",
-    "Tracklet",
-    "TrackletDataset",
-    "TransformConfig",
-    "ValidationSplit",
-    "eval_dataset",
-    "label_map",
-    "load_frame",
-    "make_validation_split",
-    "parse_frame_name",
-    "protocol_views",
-    "read_attribute_csv",
-    "read_dataset",
-    "sample_frame_indices",
-    "scan_dataset",
-    "train_loader",
-    "training_tracklets",
-    "validation_split",
-    "validation_views",
-]
+from __future__ import annotations
+
+from trainers._lazy import lazy_exports
+
+_EXPORTS: dict[str, str] = {
+    "ATTRIBUTE_NAMES": "attributes",
+    "UNKNOWN_CODE": "attributes",
+    "AttributeTable": "attributes",
+    "read_attribute_csv": "attributes",
+    "BatchConfig": "config",
+    "SamplingConfig": "config",
+    "SplitConfig": "config",
+    "TransformConfig": "config",
+    "DatasetIndex": "index",
+    "Problem": "index",
+    "Tracklet": "index",
+    "read_dataset": "index",
+    "scan_dataset": "index",
+    "FrameInfo": "naming",
+    "Platform": "naming",
+    "parse_frame_name": "naming",
+    "DataConfig": "pipeline",
+    "eval_dataset": "pipeline",
+    "train_loader": "pipeline",
+    "validation_split": "pipeline",
+    "PKSampler": "pk_sampler",
+    "SamplingMode": "sampling",
+    "sample_frame_indices": "sampling",
+    "RetrievalView": "split",
+    "ValidationSplit": "split",
+    "label_map": "split",
+    "make_validation_split": "split",
+    "protocol_views": "split",
+    "training_tracklets": "split",
+    "validation_views": "split",
+    "ClipTransform": "transforms",
+    "TrackletDataset": "video_dataset",
+    "load_frame": "video_dataset",
+}
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

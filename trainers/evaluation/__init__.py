@@ -2,31 +2,33 @@
 the challenge submission file (REFERENCE_REID.md, section 2).
 
 Everything here works on numpy arrays (torch tensors are accepted and converted), so the protocol can be
-tested and benchmarked without a model.
+tested and benchmarked without a model. Names resolve lazily: only ``tta`` and ``extract`` need torch.
 """
 
-from trainers.evaluation.distance import l2_normalize, pairwise_distance
-from trainers.evaluation.masking import DEFAULT_MASK_ATTRIBUTES, apply_attribute_penalty, known_code_mask
-from trainers.evaluation.metrics import RankingResult, cmc_map, cmc_map_detailed
-from trainers.evaluation.rerank import k_reciprocal_rerank, k_reciprocal_rerank_distances
-from trainers.evaluation.submission import SUBMISSION_HEADER, SubmissionCase, rank_gallery, write_submission
-from trainers.evaluation.tta import extract_with_flip, flip_average
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_MASK_ATTRIBUTES",
-    "SUBMISSION_HEADER",
-    "RankingResult",
-    "SubmissionCase",
-    "apply_attribute_penalty",
-    "cmc_map",
-    "cmc_map_detailed",
-    "extract_with_flip",
-    "flip_average",
-    "k_reciprocal_rerank",
-    "k_reciprocal_rerank_distances",
-    "known_code_mask",
-    "l2_normalize",
-    "pairwise_distance",
-    "rank_gallery",
-    "write_submission",
-]
+from trainers._lazy import lazy_exports
+
+_EXPORTS: dict[str, str] = {
+    "l2_normalize": "distance",
+    "pairwise_distance": "distance",
+    "DEFAULT_MASK_ATTRIBUTES": "masking",
+    "apply_attribute_penalty": "masking",
+    "known_code_mask": "masking",
+    "RankingResult": "metrics",
+    "cmc_map": "metrics",
+    "cmc_map_detailed": "metrics",
+    "k_reciprocal_rerank": "rerank",
+    "k_reciprocal_rerank_distances": "rerank",
+    "validate_rerank_parameters": "rerank",
+    "SUBMISSION_HEADER": "submission",
+    "SubmissionCase": "submission",
+    "rank_gallery": "submission",
+    "write_submission": "submission",
+    "extract_with_flip": "tta",
+    "flip_average": "tta",
+    "extract_features": "extract",
+    "ProtocolOptions": "protocol",
+    "evaluate_views": "protocol",
+}
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
