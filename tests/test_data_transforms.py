@@ -51,6 +51,13 @@ def test_every_field_changes_the_output(field: str) -> None:
     assert a.shape != b.shape or not torch.equal(a, b)
 
 
+def test_size_shorthand() -> None:
+    assert TransformConfig(size="288x144").height == 288
+    assert TransformConfig(size="288x144").width == 144
+    with pytest.raises(ValidationError, match="must look like 256x128"):
+        TransformConfig(size="big")
+
+
 def test_shape_and_normalisation() -> None:
     clip = _clip(train=False, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     assert clip.shape == (4, 3, 32, 16)

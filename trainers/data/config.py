@@ -3,7 +3,7 @@ changing each one changes the output); unknown keys are rejected."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -40,6 +40,21 @@ class TransformConfig(StrictModel):
     erase_fill: Literal["mean", "random"] = "mean"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+
+    @model_validator(mode="before")
+    @classmethod
+    def _size_shorthand(cls, data: Any) -> Any:
+        """Accept ``size: "256x128"`` (handy as one categorical HPO parameter) for height and width."""
+        if isinstance(data, dict) and "size" in data:
+            data = dict(data)
+            size = data.pop("size")
+            try:
+                height, width = (int(v) for v in str(size).lower().split("x"))
+            except ValueError:
+                raise ValueError(f"size is {size!r}, but must look like 256x128 (height x width)") from None
+            data.setdefault("height", height)
+            data.setdefault("width", width)
+        return data
 
     @model_validator(mode="after")
     def _ranges(self) -> TransformConfig:

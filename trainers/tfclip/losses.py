@@ -1,0 +1,118 @@
+"""Losses of the TF-CLIP family, and the task object that combines them into one ``loss``.
+
+- identity cross-entropy with uniform label smoothing, or online label smoothing (Zhang et al., "Delving Deep
+  into Label Smoothing", TIP 2021): the soft label of class c is the mean predicted distribution of the
+  correctly classified samples of c during the previous epoch;
+- batch-hard triplet loss (Hermans et al., 2017) with a margin;
+- video-to-memory cross-entropy and a frame-level identity cross-entropy averaged over frames.
+
+Weights are configuration; a zero weight skips the term's computation entirely.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainers.tfclip.config import LossConfig
+
+
+def batch_hard_triplet(features: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """For each anchor: hardest positive (farthest same id) vs hardest negative (closest other id).
+    Euclidean distances; anchors without a positive or a negative are ignored."""
+    distances = torch.cdist(features, features).clamp_min(1e-12)
+    same = labels.unsqueeze(0) == labels.unsqueeze(1)
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    positives = same & ~eye
+    valid = positives.any(dim=1) & (~same).any(dim=1)
+    if not valid.any():
+        return features.sum() * 0.0
+    hardest_positive = distances.masked_fill(~positives, float("-inf")).amax(dim=1)
+    hardest_negative = distances.masked_fill(same, float("inf")).amin(dim=1)
+    losses = F.relu(hardest_positive - hardest_negative + margin)
+    return losses[valid].mean()
+
+
+class OnlineLabelSmoothing(nn.Module):
+    """Soft labels learned from the model's own correct predictions of the previous epoch.
+
+    ``soft`` (classes x classes) is used for the loss; ``accumulated``/``counts`` gather this epoch's
+    statistics; :meth:`next_epoch` swaps them in. All three are buffers, so checkpoints carry them and a
+    resumed run continues with the same soft labels.
+    """
+
+    def __init__(self, num_classes: int, alpha: float, smoothing: float) -> None:
+        super().__init__()
+        self.alpha = alpha
+        uniform = torch.full((num_classes, num_classes), smoothing / max(1, num_classes - 1))
+        uniform.fill_diagonal_(1.0 - smoothing)
+        self.register_buffer("soft", uniform)
+        self.register_buffer("accumulated", torch.zeros(num_classes, num_classes))
+        self.register_buffer("counts", torch.zeros(num_classes))
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        log_probs = F.log_softmax(logits, dim=1)
+        hard = F.nll_loss(log_probs, labels)
+        soft = -(self.soft[labels] * log_probs).sum(dim=1).mean()
+        if self.training:
+            with torch.no_grad():
+                probs = log_probs.exp()
+                correct = probs.argmax(dim=1) == labels
+                self.accumulated.index_add_(0, labels[correct], probs[correct].float())
+                self.counts.index_add_(
+                    0, labels[correct], torch.ones_like(labels[correct], dtype=torch.float)
+                )
+        return self.alpha * hard + (1 - self.alpha) * soft
+
+    @torch.no_grad()
+    def next_epoch(self) -> None:
+        seen = self.counts > 0
+        self.soft[seen] = self.accumulated[seen] / self.counts[seen].unsqueeze(1)
+        self.accumulated.zero_()
+        self.counts.zero_()
+
+
+class ReIDTask(nn.Module):
+    """Turns model outputs into ``{"loss": total, "<term>": value, ...}``; owns stateful losses (OLS)."""
+
+    def __init__(self, config: LossConfig, *, num_classes: int, parts: tuple[str, ...], seq_len: int) -> None:
+        super().__init__()
+        self.config = config
+        self.parts = parts
+        self.seq_len = seq_len
+        self.ols = (
+            OnlineLabelSmoothing(num_classes, config.ols_alpha, config.label_smoothing)
+            if config.online_label_smoothing
+            else None
+        )
+
+    def _identity(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.ols is not None:
+            return self.ols(logits, labels)
+        return F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
+
+    def forward(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        c = self.config
+        terms: dict[str, torch.Tensor] = {}
+        if c.id_weight > 0:
+            terms["id"] = c.id_weight * sum(
+                self._identity(outputs[f"logits_{p}"].float(), labels) for p in self.parts
+            )
+        if c.triplet_weight > 0:
+            terms["triplet"] = c.triplet_weight * sum(
+                batch_hard_triplet(outputs[f"feat_{p}"].float(), labels, c.triplet_margin) for p in self.parts
+            )
+        if c.v2m_weight > 0 and "v2m_logits" in outputs:
+            terms["v2m"] = c.v2m_weight * F.cross_entropy(outputs["v2m_logits"].float(), labels)
+        if c.frame_weight > 0:
+            frame_labels = labels.repeat_interleave(self.seq_len)
+            terms["frame"] = c.frame_weight * F.cross_entropy(outputs["frame_logits"].float(), frame_labels)
+        if not terms:
+            raise ValueError("every loss weight is 0: nothing to train")
+        terms["loss"] = sum(terms.values())  # type: ignore[assignment]
+        return terms
+
+    def next_epoch(self) -> None:
+        if self.ols is not None:
+            self.ols.next_epoch()
