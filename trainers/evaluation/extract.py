@@ -12,7 +12,8 @@ from trainers.data.sampling import SamplingMode
 from trainers.data.video_dataset import TrackletDataset
 from trainers.evaluation.tta import extract_with_flip
 
-Encoder = Callable[[torch.Tensor], torch.Tensor]
+#: (clips (B, T, 3, H, W), camera ids (B,)) -> features (B, D)
+Encoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @torch.inference_mode()
@@ -26,7 +27,7 @@ def extract_features(
     device: torch.device | str = "cpu",
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """``Tracklet.key`` -> float32 feature. ``encode`` maps clips (B, T, 3, H, W) to features (B, D).
+    """``Tracklet.key`` -> float32 feature. ``encode`` maps clips and camera ids to features (B, D).
 
     In dense sampling mode a tracklet has several clips; its feature is the mean over its clips.
     ``on_progress`` receives the number of tracklets finished since the last call.
@@ -34,9 +35,11 @@ def extract_features(
     if batch_size < 1:
         raise ValueError(f"batch_size is {batch_size}, but must be >= 1")
 
-    def run(clips: torch.Tensor) -> torch.Tensor:
-        clips = clips.to(device)
-        return (extract_with_flip(encode, clips) if flip else encode(clips)).float().cpu()
+    def run(clips: torch.Tensor, cameras: torch.Tensor) -> torch.Tensor:
+        clips, cameras = clips.to(device), cameras.to(device)
+        if flip:
+            return extract_with_flip(lambda x: encode(x, cameras), clips).float().cpu()
+        return encode(clips, cameras).float().cpu()
 
     dense = dataset.mode is SamplingMode.DENSE
     loader = DataLoader(
@@ -45,7 +48,8 @@ def extract_features(
     features: dict[str, np.ndarray] = {}
     for batch in loader:
         clips = batch["clip"][0] if dense else batch["clip"]
-        output = run(clips)
+        cameras = batch["camera"].expand(len(clips)) if dense else batch["camera"]
+        output = run(clips, cameras)
         if dense:
             output = output.mean(dim=0, keepdim=True)
         for position, feature in zip(batch["index"].tolist(), output.numpy(), strict=True):

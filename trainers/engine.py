@@ -1,0 +1,289 @@
+"""The trainer protocol the HPO layer wraps: ``fit(config, *, max_epochs, checkpoint_dir, resume_from,
+report)``.
+
+Nothing here imports Ray. Per epoch: train on PK batches, evaluate on the identity-disjoint validation split
+(A2G and G2A mAP/R1; objective ``val_map`` = mean mAP of the two), write a checkpoint (model, losses' state,
+optimiser, epoch, RNG state, memory key; atomically), then call ``report(result)`` - the result names the
+checkpoint it belongs to, so a scheduler can resume exactly that state.
+
+Resume is exact: the schedule is a function of the epoch, sampling and augmentation are functions of
+(seed, epoch, index), and the torch RNG state is restored, so training to m epochs equals training to k,
+stopping, and resuming to m (tested on CPU).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainers.data.index import read_dataset
+from trainers.data.pipeline import eval_dataset, train_loader, validation_split
+from trainers.data.split import ValidationSplit, validation_views
+from trainers.errors import AgvpError
+from trainers.evaluation.extract import extract_features
+from trainers.evaluation.protocol import evaluate_views
+from trainers.tfclip.config import TrainerConfig, config_to_yaml
+from trainers.tfclip.losses import ReIDTask
+from trainers.tfclip.memory import identity_memory
+from trainers.tfclip.model import TFCLIP
+from trainers.tfclip.optim import build_optimizer, centralize_gradients, parameter_groups, set_epoch_lr
+
+CHECKPOINT_FILE = "checkpoint.pt"
+SPLIT_FILE = "split.json"
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_FORMAT = "agvp-tfclip-1"
+
+Report = Callable[[dict[str, Any]], None]
+Progress = Callable[[str, int, int, float], None]
+
+
+class NonFiniteLossError(AgvpError):
+    """The loss became NaN or infinite; the HPO layer marks the trial failed. No checkpoint is written."""
+
+    def __init__(self, epoch: int, step: int, terms: dict[str, float]) -> None:
+        self.epoch, self.step, self.terms = epoch, step, terms
+        super().__init__(f"non-finite loss at epoch {epoch}, step {step}: {terms}")
+
+
+class CheckpointError(AgvpError):
+    """A checkpoint is missing, unreadable, or belongs to a different configuration."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _autocast(config: TrainerConfig, device: torch.device) -> Any:
+    precision = config.optim.precision
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+
+def _save_atomic(payload: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(payload, temporary)
+        with temporary.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path | str) -> dict[str, Any]:
+    """Read a checkpoint file (or the checkpoint inside a run folder)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # an unreadable file, whatever the unpickler raised
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(error).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an agvp-hpo checkpoint")
+    return payload
+
+
+def build_model(config: TrainerConfig, num_classes: int, memory: torch.Tensor | None) -> TFCLIP:
+    transform = config.data.transform
+    return TFCLIP(
+        config.model,
+        num_classes=num_classes,
+        image_size=(transform.height, transform.width),
+        seq_len=config.data.sampling.seq_len,
+        seed=config.runtime.seed,
+        memory=memory,
+    )
+
+
+def model_from_checkpoint(payload: dict[str, Any]) -> tuple[TFCLIP, TrainerConfig]:
+    """Rebuild the trained model of a checkpoint (for evaluation)."""
+    config = TrainerConfig.model_validate(payload["config"])
+    num_classes = int(payload["num_classes"])
+    memory = payload["model"].get("memory") if config.model.memory else None
+    model = build_model(
+        config.model_copy(update={"model": config.model.model_copy(update={"weights": None})}),
+        num_classes,
+        memory,
+    )
+    model.load_state_dict(payload["model"])
+    return model, config
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: TFCLIP, config: TrainerConfig, index: Any, views: dict[str, Any], device: torch.device
+) -> dict[str, float]:
+    """Validation metrics: per-view mAP/R1 and the objective (mean mAP over views)."""
+    model.eval()
+    tracklets = {t.key: t for view in views.values() for t in (*view.query, *view.gallery)}
+    dataset = eval_dataset(index, list(tracklets.values()), config.data)
+    features = extract_features(
+        model.test_features,
+        dataset,
+        batch_size=config.runtime.eval_batch_size,
+        flip=config.runtime.eval_flip,
+        device=device,
+    )
+    report, _ = evaluate_views(index, views, features)
+    metrics: dict[str, float] = {}
+    for name, case in report.cases.items():
+        if case.metrics is None:
+            raise AgvpError(f"validation view {name} has no scorable query")
+        metrics[f"val_{name}_map"] = case.metrics.mAP
+        metrics[f"val_{name}_r1"] = case.metrics.r1
+    overall = report.overall or {}
+    metrics["val_map"] = overall.get("mAP", float("nan"))
+    metrics["val_r1"] = overall.get("r1", float("nan"))
+    return metrics
+
+
+def fit(
+    config: TrainerConfig,
+    *,
+    max_epochs: int,
+    checkpoint_dir: Path | str | None = None,
+    resume_from: Path | str | None = None,
+    report: Report | None = None,
+    progress: Progress | None = None,
+) -> list[dict[str, Any]]:
+    """Train up to ``max_epochs`` (total, counting resumed epochs); returns the per-epoch results.
+
+    ``progress(phase, done, total, loss)`` is called after each training step (phase "train") for displays.
+    """
+    if max_epochs < 1:
+        raise ValueError(f"max_epochs is {max_epochs}, but must be >= 1")
+    runtime = config.runtime
+    if runtime.threads is not None:
+        torch.set_num_threads(runtime.threads)
+    device = resolve_device(runtime.device)
+    seed_everything(runtime.seed)
+
+    index = read_dataset(config.data.root, splits=["train"])
+    split = validation_split(index, config.data)
+    loader, dataset, sampler = train_loader(index, split, config.data, seed=runtime.seed)
+    labels = dict(dataset.labels or {})
+    memory, memory_key = (None, None)
+    if config.model.memory:
+        memory, memory_key = identity_memory(config, index, split, labels, device=device)
+    model = build_model(config, len(labels), memory).to(device)
+    task = ReIDTask(
+        config.loss, num_classes=len(labels), parts=model.parts, seq_len=config.data.sampling.seq_len
+    )
+    task.to(device)
+    optimizer = build_optimizer(
+        parameter_groups(model, model.classifier_parameters(), config.optim), config.optim
+    )
+
+    start_epoch = 0
+    if resume_from is not None:
+        payload = load_checkpoint(resume_from)
+        if payload["memory_key"] != memory_key or payload["split"] != _split_dict(split):
+            raise CheckpointError(f"{resume_from}: checkpoint was made for different data or memory")
+        if TrainerConfig.model_validate(payload["config"]) != config:
+            raise CheckpointError(f"{resume_from}: checkpoint was made with a different configuration")
+        model.load_state_dict(payload["model"])
+        task.load_state_dict(payload["task"])
+        optimizer.load_state_dict(payload["optimizer"])
+        torch.set_rng_state(payload["rng"]["torch"])
+        start_epoch = int(payload["epoch"])
+
+    if checkpoint_dir is not None:
+        checkpoint_dir = Path(checkpoint_dir)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        split.save(checkpoint_dir / SPLIT_FILE)
+        (checkpoint_dir / CONFIG_FILE).write_text(config_to_yaml(config), encoding="utf-8")
+
+    views = validation_views(index, split)
+    results: list[dict[str, Any]] = []
+    for epoch in range(start_epoch, max_epochs):
+        started = time.perf_counter()
+        model.train()
+        task.train()
+        lr_factor = set_epoch_lr(optimizer, epoch, config.optim)
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        totals: dict[str, float] = {}
+        steps = len(sampler)
+        for step, batch in enumerate(loader):
+            clips = batch["clip"].to(device)
+            cameras = batch["camera"].to(device)
+            targets = batch["label"].to(device)
+            with _autocast(config, device):
+                outputs = model(clips, cameras)
+            terms = task(outputs, targets)
+            loss = terms["loss"]
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(epoch + 1, step, {k: float(v) for k, v in terms.items()})
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.optim.grad_centralization:
+                centralize_gradients(model)
+            if config.optim.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+            optimizer.step()
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0.0) + float(value.detach())
+            if progress is not None:
+                progress("train", step + 1, steps, float(loss))
+        task.next_epoch()
+        train_seconds = time.perf_counter() - started
+        metrics = evaluate_model(model, config, index, views, device)
+        result: dict[str, Any] = {
+            "epoch": epoch + 1,
+            **{f"train_{name}": total / max(1, steps) for name, total in totals.items()},
+            "lr": config.optim.lr * lr_factor,
+            **metrics,
+            "train_seconds": round(train_seconds, 3),
+            "eval_seconds": round(time.perf_counter() - started - train_seconds, 3),
+        }
+        if checkpoint_dir is not None:
+            _save_atomic(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "epoch": epoch + 1,
+                    "config": config.model_dump(mode="json"),
+                    "num_classes": len(labels),
+                    "labels": labels,
+                    "split": _split_dict(split),
+                    "memory_key": memory_key,
+                    "model": model.state_dict(),
+                    "task": task.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": {"torch": torch.get_rng_state()},
+                    "result": result,
+                },
+                checkpoint_dir / CHECKPOINT_FILE,
+            )
+            result["checkpoint"] = str(checkpoint_dir / CHECKPOINT_FILE)
+        results.append(result)
+        if report is not None:
+            report(result)
+    return results
+
+
+def _split_dict(split: ValidationSplit) -> dict[str, Any]:
+    data = asdict(split)
+    data["train_pids"] = list(data["train_pids"])
+    data["val_pids"] = list(data["val_pids"])
+    return data
