@@ -28,7 +28,9 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/agvp-hpo data synth $(DEMO_DIR)/data --overwrite
 	$(VENV)/bin/agvp-hpo data inspect $(DEMO_DIR)/data
-	$(VENV)/bin/agvp-hpo evaluate --random-init --data $(DEMO_DIR)/data --flip \
+	rm -rf $(DEMO_DIR)/run
+	$(VENV)/bin/agvp-hpo train configs/tiny-cpu.yaml --data $(DEMO_DIR)/data --out $(DEMO_DIR)/run
+	$(VENV)/bin/agvp-hpo evaluate $(DEMO_DIR)/run --data $(DEMO_DIR)/data --flip \
 		--submission $(DEMO_DIR)/submission.csv --json-out $(DEMO_DIR)/report.json
 
 test: $(STAMP)

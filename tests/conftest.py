@@ -21,3 +21,9 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Synth
 @pytest.fixture(scope="session")
 def small_root(small_dataset: tuple[Path, SynthSummary]) -> Path:
     return small_dataset[0]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Content-keyed caches (the CLIP identity memory) go to a per-session temp folder, never to ~/.cache."""
+    monkeypatch.setenv("AGVP_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

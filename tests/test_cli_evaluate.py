@@ -13,7 +13,7 @@ from hpo.cli import app
 from trainers.data.index import read_dataset
 
 runner = CliRunner()
-FAST = ["--random-init", "--size", "32x16", "--seq-len", "4"]
+FAST = ["--random-init", "--preset", "tiny-cpu"]
 
 
 def test_full_report_json_and_submission(small_root: Path, tmp_path: Path) -> None:
@@ -62,14 +62,13 @@ def test_masked_release_writes_only_the_submission(small_root: Path, tmp_path: P
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--size", "32x16"], "pass --random-init"),
+        (["--preset", "tiny-cpu"], "or --random-init"),
+        ([*FAST, "--preset", "tiny"], "preset 'tiny' is not one of"),
         ([*FAST, "--case", "a2a"], "--case is 'a2a'"),
         ([*FAST, "--mask", "shoe_size"], "'shoe_size' is not one of"),
         ([*FAST, "--mask", "gender=high"], "is not a number"),
-        ([*FAST, "--size", "big"], "--size is 'big'"),
         ([*FAST, "--sampling", "chunk-random"], "is for training"),
         ([*FAST, "--top-k", "0"], "--top-k is 0"),
-        ([*FAST, "--backbone", "ViT-B-61"], "did you mean"),
         ([*FAST, "--rerank", "--k1", "0"], "k1"),
     ],
 )

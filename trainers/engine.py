@@ -245,7 +245,7 @@ def fit(
             for name, value in terms.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach())
             if progress is not None:
-                progress("train", step + 1, steps, float(loss))
+                progress("train", step + 1, steps, float(loss.detach()))
         task.next_epoch()
         train_seconds = time.perf_counter() - started
         metrics = evaluate_model(model, config, index, views, device)

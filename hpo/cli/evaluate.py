@@ -1,8 +1,8 @@
 """``agvp-hpo evaluate``: the AG-VPReID test protocol on a dataset folder.
 
-Until the trainer lands, the only model is a randomly initialised open_clip vision tower (``--random-init``):
-a real run of the whole protocol - features, distances, optional re-ranking / masking / flip TTA, metrics per
-case, overall and per altitude, and the submission file.
+Evaluates a trained checkpoint (or, with ``--random-init``, an untrained model of a preset as a baseline):
+features, distances, optional re-ranking / masking / flip TTA, metrics per case, overall and per altitude
+when identities are known, and always the submission file.
 """
 
 from __future__ import annotations
@@ -65,18 +65,18 @@ def _render(report: EvaluationReport) -> None:
 
 
 def evaluate(
-    data: Annotated[Path, typer.Option("--data", help="Dataset root in the AG-VPReID layout.")],
+    checkpoint: Annotated[
+        Path | None, typer.Argument(help="Checkpoint file or run folder (from `agvp-hpo train`).")
+    ] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Dataset root in the AG-VPReID layout.")] = None,
     random_init: Annotated[
-        bool,
-        typer.Option("--random-init", help="Evaluate a randomly initialised backbone (required for now)."),
+        bool, typer.Option("--random-init", help="Evaluate an untrained model of --preset instead.")
     ] = False,
-    backbone: Annotated[
-        str, typer.Option("--backbone", help="open_clip vision config or 'tiny-cpu'.")
-    ] = "tiny-cpu",
+    preset: Annotated[str, typer.Option("--preset", help="Preset for --random-init.")] = "tiny-cpu",
     case: Annotated[str, typer.Option("--case", help="a2g | g2a | both")] = "both",
-    size: Annotated[str, typer.Option("--size", help="Input HEIGHTxWIDTH.")] = "64x32",
-    seq_len: Annotated[int, typer.Option("--seq-len", help="Frames per clip (T).")] = 8,
-    sampling: Annotated[str, typer.Option("--sampling", help="chunk-first | dense")] = "chunk-first",
+    sampling: Annotated[
+        str | None, typer.Option("--sampling", help="chunk-first | dense (default: the model's test mode)")
+    ] = None,
     flip: Annotated[bool, typer.Option("--flip", help="Average features with the horizontal flip.")] = False,
     rerank: Annotated[bool, typer.Option("--rerank", help="k-reciprocal re-ranking.")] = False,
     k1: Annotated[int, typer.Option("--k1")] = 20,
@@ -96,41 +96,45 @@ def evaluate(
     json_out: Annotated[
         Path | None, typer.Option("--json-out", help="Write the report as JSON here.")
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     workers: Annotated[int, typer.Option("--workers", help="Data loader worker processes.")] = 0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random initialisation.")] = 0,
     test_ids: Annotated[str, typer.Option("--test-ids", help="auto | masked | true")] = "auto",
 ) -> None:
     """Run the test protocol (case 1 A2G, case 2 G2A): metrics when identities are known, and a submission."""
-    if not random_init:
-        raise fail("no model to evaluate: pass --random-init (checkpoints arrive with `agvp-hpo train`)")
     # Heavy imports (torch, open_clip) here, so `agvp-hpo --help` and the data commands start fast.
-    from trainers.backbone import MeanFrameEncoder, build_vision_tower
-    from trainers.data.config import CLIP_MEAN, CLIP_STD, TransformConfig
     from trainers.data.index import read_dataset
     from trainers.data.split import protocol_views
     from trainers.data.transforms import ClipTransform
     from trainers.data.video_dataset import TrackletDataset
+    from trainers.engine import build_model, load_checkpoint, model_from_checkpoint, resolve_device
     from trainers.evaluation.extract import extract_features
     from trainers.evaluation.protocol import ProtocolOptions, evaluate_views
     from trainers.evaluation.submission import SubmissionCase, write_submission
+    from trainers.tfclip.config import resolve_config
 
+    if (checkpoint is None) == (not random_init):
+        raise fail("give a CHECKPOINT to evaluate, or --random-init for an untrained baseline (not both)")
+    if data is None:
+        raise fail("--data is required: the dataset root to evaluate on")
     with user_errors():
         if case not in ("a2g", "g2a", "both"):
             raise ValueError(f"--case is {case!r}, but must be one of a2g, g2a, both")
         if top_k < 1:
             raise ValueError(f"--top-k is {top_k}, but must be >= 1")
-        try:
-            height, width = (int(v) for v in size.lower().split("x"))
-        except ValueError:
-            raise ValueError(f"--size is {size!r}, but must look like 256x128") from None
-        mode = SamplingMode(sampling)
-        if mode is SamplingMode.CHUNK_RANDOM:
-            raise ValueError("--sampling chunk-random is for training; use chunk-first or dense")
         penalties = _parse_masks(mask or [], mask_penalty)
         options = ProtocolOptions(
             rerank=rerank, k1=k1, k2=k2, lambda_value=lambda_value, mask_penalties=penalties
         )
+        if checkpoint is not None:
+            model, config = model_from_checkpoint(load_checkpoint(checkpoint))
+        else:
+            config = resolve_config(
+                {"preset": preset}, overrides={"model.memory": False, "loss.v2m_weight": 0}
+            )
+            model = build_model(config, num_classes=1, memory=None)
+        mode = SamplingMode(sampling) if sampling is not None else config.data.sampling.test_mode
+        if mode is SamplingMode.CHUNK_RANDOM:
+            raise ValueError("--sampling chunk-random is for training; use chunk-first or dense")
         test_splits = list(dict.fromkeys(split for pair in PROTOCOL_CASES.values() for split in pair))
         index = read_dataset(data, splits=test_splits, test_ids=test_ids)  # type: ignore[arg-type]
         views = protocol_views(index)
@@ -138,22 +142,25 @@ def evaluate(
             views = {case: views[case]} if case in views else {}
         if not views:
             raise ValueError(f"{data} has no test splits for case {case}")
-        transform = ClipTransform(
-            TransformConfig(height=height, width=width, mean=CLIP_MEAN, std=CLIP_STD), train=False
-        )
-        encoder = MeanFrameEncoder(build_vision_tower(backbone, image_size=(height, width), seed=seed)).eval()
+        device = resolve_device(config.runtime.device)
+        model = model.to(device).eval()
         tracklets = {t.key: t for view in views.values() for t in (*view.query, *view.gallery)}
         dataset = TrackletDataset(
-            data, list(tracklets.values()), seq_len=seq_len, mode=mode, transform=transform
+            data,
+            list(tracklets.values()),
+            seq_len=config.data.sampling.seq_len,
+            mode=mode,
+            transform=ClipTransform(config.data.transform, train=False),
         )
         with progress_bar(eta=True) as progress:
             task = progress.add_task("extracting features", total=len(dataset))
             features = extract_features(
-                encoder,
+                model.test_features,
                 dataset,
                 batch_size=batch_size,
                 flip=flip,
                 num_workers=workers,
+                device=device,
                 on_progress=lambda n: progress.advance(task, n),
             )
         report, distances = evaluate_views(index, views, features, options)
@@ -172,14 +179,13 @@ def evaluate(
         if json_out is not None:
             json_out.parent.mkdir(parents=True, exist_ok=True)
             payload = {
-                "model": {"backbone": backbone, "random_init": True, "seed": seed, "size": [height, width]},
-                "options": {
-                    "seq_len": seq_len,
-                    "sampling": mode.value,
-                    "flip": flip,
-                    "rerank": rerank,
-                    "mask": penalties,
+                "model": {
+                    "checkpoint": str(checkpoint) if checkpoint else None,
+                    "preset": config.preset,
+                    "backbone": config.model.backbone,
+                    "random_init": random_init,
                 },
+                "options": {"sampling": mode.value, "flip": flip, "rerank": rerank, "mask": penalties},
                 "dataset": {
                     "root": str(data),
                     "fingerprint": index.fingerprint(),
