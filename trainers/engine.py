@@ -120,7 +120,7 @@ def model_from_checkpoint(payload: dict[str, Any]) -> tuple[TFCLIP, TrainerConfi
     """Rebuild the trained model of a checkpoint (for evaluation)."""
     config = TrainerConfig.model_validate(payload["config"])
     num_classes = int(payload["num_classes"])
-    memory = payload["model"].get("memory") if config.model.memory else None
+    memory = payload["model"].get("memory")
     model = build_model(
         config.model_copy(update={"model": config.model.model_copy(update={"weights": None})}),
         num_classes,
@@ -184,7 +184,7 @@ def fit(
     loader, dataset, sampler = train_loader(index, split, config.data, seed=runtime.seed)
     labels = dict(dataset.labels or {})
     memory, memory_key = (None, None)
-    if config.model.memory:
+    if config.uses_memory:
         memory, memory_key = identity_memory(config, index, split, labels, device=device)
     model = build_model(config, len(labels), memory).to(device)
     task = ReIDTask(

@@ -128,9 +128,7 @@ def evaluate(
         if checkpoint is not None:
             model, config = model_from_checkpoint(load_checkpoint(checkpoint))
         else:
-            config = resolve_config(
-                {"preset": preset}, overrides={"model.memory": False, "loss.v2m_weight": 0}
-            )
+            config = resolve_config({"preset": preset}, overrides={"loss.v2m_weight": 0})
             model = build_model(config, num_classes=1, memory=None)
         mode = SamplingMode(sampling) if sampling is not None else config.data.sampling.test_mode
         if mode is SamplingMode.CHUNK_RANDOM:

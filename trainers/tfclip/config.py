@@ -50,8 +50,7 @@ class ModelConfig(StrictModel):
     #: Temporal Memory Diffusion block (cross-frame messages over the token maps).
     tmd: bool = True
     tmd_heads: int = Field(8, ge=1)
-    #: CLIP identity memory + Sequence-Specific Prompt + video-to-memory loss.
-    memory: bool = True
+    # The CLIP identity memory, the SSP layers and the video-to-memory logits exist iff loss.v2m_weight > 0.
     ssp_layers: int = Field(2, ge=1)
     ssp_heads: int = Field(8, ge=1)
     ssp_dropout: float = Field(0.1, ge=0.0, lt=1.0)
@@ -81,7 +80,7 @@ class LossConfig(StrictModel):
     ols_alpha: float = Field(0.5, ge=0.0, le=1.0)
     triplet_weight: float = Field(1.0, ge=0.0)
     triplet_margin: float = Field(0.3, gt=0.0)
-    #: Video-to-memory cross-entropy (needs model.memory).
+    #: Video-to-memory cross-entropy; 0 removes the identity memory and the SSP layers altogether.
     v2m_weight: float = Field(1.0, ge=0.0)
     #: Frame-level identity cross-entropy, averaged over the T frames.
     frame_weight: float = Field(1.0, ge=0.0)
@@ -95,7 +94,8 @@ class OptimConfig(StrictModel):
     bias_lr_factor: float = Field(2.0, gt=0.0)
     classifier_lr_factor: float = Field(10.0, gt=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    #: Length of the learning-rate schedule (the full budget), independent of a run's max_epochs.
+    #: The planned budget: length of the cosine schedule and `agvp-hpo train`'s default run length,
+    #: independent of a run's max_epochs.
     epochs: int = Field(80, ge=1)
     warmup_epochs: int = Field(10, ge=0)
     warmup_factor: float = Field(0.1, gt=0.0, le=1.0)
@@ -145,10 +145,15 @@ class TrainerConfig(StrictModel):
     runtime: RuntimeConfig = RuntimeConfig()
 
     @model_validator(mode="after")
-    def _cross(self) -> TrainerConfig:
-        if self.loss.v2m_weight > 0 and not self.model.memory:
-            raise ValueError("loss.v2m_weight > 0 needs model.memory: true (or set v2m_weight: 0)")
+    def _preset(self) -> TrainerConfig:
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"preset is {self.preset!r}, but must be one of {', '.join(PRESETS)}")
         return self
+
+    @property
+    def uses_memory(self) -> bool:
+        """The identity memory (+ SSP) is built only when its loss is on."""
+        return self.loss.v2m_weight > 0
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -7,8 +7,9 @@ Forward on clips (B, T, 3, H, W) with camera ids (B,):
 2. per-frame CLS features (width) and their projections (embed_dim), pooled over T (mean or attention);
 3. TMD on the detached token maps gives a third video feature;
 4. each feature through its neck and a bias-free classifier (init N(0, 0.001));
-5. with the identity memory: SSP updates the memory for each video (additive or learnable-alpha mix), and
-   the video-to-memory logits are the projected video feature's dot products with the updated memory.
+5. with an identity memory (given when the V2M loss is on): SSP updates the memory for each video
+   (additive or learnable-alpha mix), and the video-to-memory logits are the projected video feature's dot
+   products with the updated memory.
 
 The model returns a dict of tensors; the loss lives in :mod:`trainers.tfclip.losses` (the "task" object), so
 nothing here branches on a preset name.
@@ -68,9 +69,7 @@ class TFCLIP(nn.Module):
         self.classifiers = nn.ModuleDict({p: _classifier(self.dims[p], num_classes) for p in parts})
         self.tmd = TemporalMemoryDiffusion(width, config.tmd_heads) if config.tmd else None
         self.ssp: SequenceSpecificPrompt | None = None
-        if config.memory:
-            if memory is None:
-                raise ValueError("model.memory is on, but no identity memory was given")
+        if memory is not None:
             if memory.shape != (num_classes, embed):
                 raise ValueError(f"memory has shape {tuple(memory.shape)}, expected ({num_classes}, {embed})")
             self.register_buffer("memory", memory.clone().float())
