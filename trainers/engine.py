@@ -234,7 +234,7 @@ def fit(
             terms = task(outputs, targets)
             loss = terms["loss"]
             if not torch.isfinite(loss):
-                raise NonFiniteLossError(epoch + 1, step, {k: float(v) for k, v in terms.items()})
+                raise NonFiniteLossError(epoch + 1, step, {k: float(v.detach()) for k, v in terms.items()})
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.optim.grad_centralization:

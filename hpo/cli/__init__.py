@@ -6,6 +6,7 @@ import typer
 
 from hpo.cli.data import data_app
 from hpo.cli.evaluate import evaluate
+from hpo.cli.train import train
 
 app = typer.Typer(
     name="agvp-hpo",
@@ -15,6 +16,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data_app, name="data")
+app.command()(train)
 app.command()(evaluate)
 
 
