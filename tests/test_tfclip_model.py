@@ -107,7 +107,7 @@ class _ClipLike(nn.Module):
         return self.visual(x)
 
 
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
 @pytest.mark.parametrize("kind", ["open_clip", "torchscript"])
 def test_loads_local_weights_and_resizes_positions(kind: str, tmp_path: Path) -> None:
     source = TokenEncoder("tiny-cpu", image_size=(112, 112), seed=1)  # 14 x 14 grid, like CLIP at 224 px

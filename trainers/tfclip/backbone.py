@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,10 @@ def _visual_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"{path}: weights file does not exist")
     try:
-        state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        with warnings.catch_warnings():
+            # OpenAI ships ViT-B-16.pt as TorchScript; torch deprecates the format but still reads it.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
     except (RuntimeError, ValueError):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
