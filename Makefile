@@ -41,7 +41,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	# mf-prior-bench pins numpy<2 in its metadata but works with numpy 2: installed without its pins
+	$(PY) -m pip install --quiet --no-deps "mf-prior-bench>=1.10"
 	$(PY) benchmarks/eval_speed.py
+	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/tiny_learning.py
+	$(PY) benchmarks/search_quality.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache *.egg-info

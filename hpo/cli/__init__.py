@@ -6,6 +6,7 @@ import typer
 
 from hpo.cli.data import data_app
 from hpo.cli.evaluate import evaluate
+from hpo.cli.plan import plan
 from hpo.cli.train import train
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.command()(train)
 app.command()(evaluate)
+app.command()(plan)
 
 
 def main() -> None:

@@ -1,0 +1,78 @@
+"""The one result-row schema (DESIGN principle 7): column names and trial statuses, in one module.
+
+Every backend (the Ray Tune adapter, the simulator) writes rows with exactly :data:`ROW_COLUMNS`, one row per
+report a trial makes, so the store, the service and the benchmarks read results from any backend alike.
+
+Column meanings:
+
+* ``study`` - the study name;
+* ``trial_id`` - 0, 1, 2, ... in start order;
+* ``config`` - the trial's configuration as a JSON object (sorted keys);
+* ``resource`` - epochs the trial had trained in total when it measured ``value`` (the fidelity);
+* ``value`` - the objective at that epoch; ``metric`` - its name; ``mode`` - ``max`` or ``min``;
+* ``time`` - seconds since the study started: wall-clock in the Ray backend, simulated in the simulator;
+* ``total_resource`` - epochs reported by all trials of the study up to and including this row (the x-axis
+  of "full-budget equivalents" plots: FBE = total_resource / max_resource);
+* ``decision`` - the scheduler's answer to this report (``continue``, ``pause``, ``stop``);
+* ``bracket`` - Hyperband bracket s of the trial (starts at R eta^-s epochs; ASHA uses s_max, FIFO 0);
+* ``rung`` - index of ``resource`` among the scheduler's milestones, or -1 between milestones;
+* ``status`` - the trial's status after this row (:class:`TrialStatus`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any, Final
+
+
+class TrialStatus(Enum):
+    """Where a trial stands. COMPLETED, STOPPED are terminal; a study that ends leaves no RUNNING trial,
+    and backends record trials still PAUSED at the end as STOPPED."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    COMPLETED = "completed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TrialStatus.STOPPED, TrialStatus.COMPLETED)
+
+
+STUDY: Final = "study"
+TRIAL_ID: Final = "trial_id"
+CONFIG: Final = "config"
+RESOURCE: Final = "resource"
+VALUE: Final = "value"
+METRIC: Final = "metric"
+MODE: Final = "mode"
+TIME: Final = "time"
+TOTAL_RESOURCE: Final = "total_resource"
+DECISION: Final = "decision"
+BRACKET: Final = "bracket"
+RUNG: Final = "rung"
+STATUS: Final = "status"
+
+#: Every result row has exactly these keys, in this order.
+ROW_COLUMNS: Final = (
+    STUDY,
+    TRIAL_ID,
+    CONFIG,
+    RESOURCE,
+    VALUE,
+    METRIC,
+    MODE,
+    TIME,
+    TOTAL_RESOURCE,
+    DECISION,
+    BRACKET,
+    RUNG,
+    STATUS,
+)
+
+
+def config_json(config: Mapping[str, Any]) -> str:
+    """The ``config`` column: compact JSON with sorted keys, so equal configurations give equal strings."""
+    return json.dumps(dict(config), sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,126 @@
+"""Searchers: validity, determinism, state round trips, and that multi-fidelity TPE never mixes fidelities."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hpo.searchers import MultiFidelityTPESearcher, RandomSearcher, Searcher, TPESearcher, make_searcher
+from hpo.searchers.mftpe import log_density, scott_bandwidth, split_good_bad
+from hpo.searchers.tpe import optuna_distributions
+from hpo.space import parse_space
+
+SPACE = parse_space(
+    {
+        "lr": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
+        "layers": {"type": "int", "low": 1, "high": 4},
+        "pool": {"type": "categorical", "choices": ["avg", "attn"]},
+        "heads": {"type": "int", "low": 1, "high": 8, "when": {"pool": "attn"}},
+        "seed": {"type": "fixed", "value": 7},
+    }
+)
+UNIT = parse_space({"x": {"type": "float", "low": 0, "high": 1}, "y": {"type": "float", "low": 0, "high": 1}})
+
+
+@pytest.mark.parametrize("name", ["random", "tpe", "mf-tpe"])
+def test_suggestions_are_valid_and_deterministic(name: str) -> None:
+    def run(seed: int) -> list[dict[str, Any]]:
+        searcher = make_searcher(name, SPACE, np.random.default_rng(seed))
+        assert isinstance(searcher, Searcher)
+        out = []
+        for i in range(30):
+            config = searcher.suggest(i)
+            assert SPACE.validate_config(config) == config
+            searcher.observe(i, config, 3, float(np.log10(config["lr"])) ** 2)
+            out.append(config)
+        return out
+
+    first = run(0)
+    assert first == run(0)
+    assert first != run(1)
+    assert any("heads" in c for c in first) and any("heads" not in c for c in first)
+
+
+@pytest.mark.parametrize("name", ["random", "tpe", "mf-tpe"])
+def test_state_round_trip_continues_identically(name: str) -> None:
+    searcher = make_searcher(name, UNIT, np.random.default_rng(5))
+    for i in range(20):
+        config = searcher.suggest(i)
+        searcher.observe(i, config, 1 if i % 2 else 3, (config["x"] - 0.2) ** 2)
+    state = json.loads(json.dumps(searcher.state_dict()))
+    restored = make_searcher(name, UNIT, np.random.default_rng(123))
+    restored.load_state_dict(state)
+    assert [searcher.suggest(i) for i in range(20, 26)] == [restored.suggest(i) for i in range(20, 26)]
+    with pytest.raises(ValueError, match="state is for searcher"):
+        make_searcher(
+            "random" if name != "random" else "tpe", UNIT, np.random.default_rng(0)
+        ).load_state_dict(state)
+
+
+def contradictory(searcher: Searcher, n: int = 40) -> None:
+    """At 1 epoch the best region is x near 0.9; at 9 epochs (the truth) it is x near 0.1."""
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        config = {"x": float(rng.random()), "y": float(rng.random())}
+        searcher.observe(i, config, 1, (config["x"] - 0.9) ** 2)
+        if i < 12:
+            searcher.observe(i, config, 9, (config["x"] - 0.1) ** 2)
+
+
+def test_mf_tpe_models_the_highest_fidelity_with_enough_points_only() -> None:
+    searcher = MultiFidelityTPESearcher(UNIT, np.random.default_rng(0), random_fraction=0.0)
+    assert searcher.min_points == 4  # d + 2
+    contradictory(searcher)
+    assert searcher.model_resource() == 9
+    xs = np.array([searcher.suggest(100 + i)["x"] for i in range(60)])
+    assert np.median(xs) < 0.3  # follows the 9-epoch results, not the 40 contradicting 1-epoch results
+
+
+def test_mf_tpe_falls_back_to_the_lower_fidelity_when_the_top_has_too_few_points() -> None:
+    searcher = MultiFidelityTPESearcher(UNIT, np.random.default_rng(0), random_fraction=0.0, min_points=20)
+    contradictory(searcher)
+    assert searcher.model_resource() == 1
+    xs = np.array([searcher.suggest(100 + i)["x"] for i in range(60)])
+    assert np.median(xs) > 0.7
+
+
+def test_mf_tpe_random_fraction() -> None:
+    searcher = MultiFidelityTPESearcher(UNIT, np.random.default_rng(0), random_fraction=1.0)
+    contradictory(searcher)
+    xs = np.array([searcher.suggest(100 + i)["x"] for i in range(200)])
+    assert 0.4 < np.mean(xs) < 0.6
+
+
+def test_tpe_learns_from_the_highest_observed_fidelity() -> None:
+    searcher = TPESearcher(UNIT, np.random.default_rng(0), n_startup_trials=5)
+    contradictory(searcher)
+    assert searcher.model_resource == 9
+    xs = np.array([searcher.suggest(100 + i)["x"] for i in range(30)])
+    assert np.median(xs) < 0.35
+
+
+def test_model_pieces() -> None:
+    good, bad = split_good_bad(np.array([5.0, 1.0, 3.0, 2.0, 4.0]), 0.15, 2)
+    assert good.tolist() == [1, 3] and bad.tolist() == [3, 2, 4, 0]
+    bw = scott_bandwidth(np.array([[0.5, np.nan], [0.5, np.nan]]), 1e-3)
+    assert bw == pytest.approx([0.2 * 2 ** (-1 / 6)] * 2)  # the floor, not a collapsed kernel
+    points = np.array([[0.2, np.nan]])
+    near, far = log_density(np.array([[0.2, 0.9], [0.8, 0.9]]), points, np.array([0.1, 0.1]))
+    assert near > far
+
+
+def test_optuna_distributions_skip_fixed() -> None:
+    assert sorted(optuna_distributions(SPACE)) == ["heads", "layers", "lr", "pool"]
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ValueError, match="random_fraction is 2"):
+        MultiFidelityTPESearcher(UNIT, np.random.default_rng(0), random_fraction=2)
+    with pytest.raises(ValueError, match="searcher is 'grid'"):
+        make_searcher("grid", UNIT, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="n_startup_trials is -1"):
+        TPESearcher(UNIT, np.random.default_rng(0), n_startup_trials=-1)
+    assert RandomSearcher(UNIT, np.random.default_rng(0)).suggest(0).keys() == {"x", "y"}
