@@ -121,3 +121,41 @@ def test_state_round_trip_keeps_promotions() -> None:
 def test_bad_mode() -> None:
     with pytest.raises(ValueError, match="asha_mode is 'x'"):
         ASHACore(Counter(), max_resource=9, asha_mode="x")  # type: ignore[arg-type]
+
+
+def reference_asha_jobs(losses: dict[tuple[int, int], float], rungs: int, eta: int, n_jobs: int) -> list:
+    """Algorithm 2 of Li et al. (MLSys 2020) written out naively: on a free worker scan rungs k = top-1 .. 0
+    and promote the best configuration of top_k(rung_k, floor(|rung_k| / eta)) not yet promoted, else
+    start a new configuration at rung 0. ``losses[(trial, k)]`` is the trial's loss at rung k."""
+    members: list[list[int]] = [[] for _ in range(rungs)]
+    promoted: list[set[int]] = [set() for _ in range(rungs)]
+    jobs, next_id = [], 0
+    for _ in range(n_jobs):
+        for k in range(rungs - 2, -1, -1):
+            top = sorted(members[k], key=lambda t, k=k: (losses[(t, k)], t))[: len(members[k]) // eta]
+            candidates = [t for t in top if t not in promoted[k]]
+            if candidates:
+                trial, rung = candidates[0], k + 1
+                promoted[k].add(trial)
+                break
+        else:
+            trial, rung, next_id = next_id, 0, next_id + 1
+        jobs.append((trial, rung))
+        if rung < rungs - 1:
+            members[rung].append(trial)
+    return jobs
+
+
+def test_promotion_mode_equals_a_naive_algorithm_2() -> None:
+    rng = __import__("random").Random(0)
+    core = ASHACore(Counter(), max_resource=100, reduction_factor=3, mode="min")  # 1, 3, 11, 33, 100
+    rungs = len(core.milestones)
+    losses = {(t, k): rng.random() for t in range(1000) for k in range(rungs)}
+    expected = reference_asha_jobs(losses, rungs, 3, 1200)
+    for trial, rung in expected:
+        job = core.suggest()
+        assert job is not None and (job.trial_id, job.resource) == (trial, core.milestones[rung])
+        # a promotion resumes from the previous rung, so it pays only the extra epochs
+        assert job.start == (0 if rung == 0 else core.milestones[rung - 1])
+        core.report(trial, job.resource, losses[(trial, rung)])
+    assert any(r == rungs - 1 for _, r in expected)  # the test reaches the top rung

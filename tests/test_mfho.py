@@ -48,6 +48,25 @@ def test_bracket_weight() -> None:
     assert bracket_weight(2, 0.9, 4, 5, 0.3) == 0.0  # too few pairs yet
     assert bracket_weight(2, 0.9, 5, 5, 0.3) == 0.9
     assert bracket_weight(2, 0.1, 50, 5, 0.3) == 0.0
+    # a trusted bracket's weight follows its screening rate eta^(aggressiveness s)
+    assert bracket_weight(2, 0.9, 5, 5, 0.3, 3, 1.0) == pytest.approx(0.9 * 9)
+    assert bracket_weight(3, 0.5, 5, 5, 0.3, 2, 0.5) == pytest.approx(0.5 * 2**1.5)
+    assert bracket_weight(3, 0.2, 5, 5, 0.3, 3, 1.0) == 0.0  # the gate comes before the factor
+    assert bracket_weight(0, None, 0, 5, 0.3, 3, 1.0) == 1.0
+
+
+def test_defaults_trust_after_three_pairs_and_follow_the_screening_rate() -> None:
+    core = MFHOCore(Counter(), max_resource=27, mode="min", max_total_resource=27 * 200)
+    assert (core.min_pairs, core.aggressiveness) == (3, 1.0)
+    simulate(core, curve_factory(inverted=False))
+    assert core.weights() == pytest.approx([1.0, 3.0, 9.0, 27.0])  # rho = 1: weights eta^s
+    committed = core._committed
+    # reliable low fidelities: each more aggressive bracket gets more budget, the hedge the least
+    assert committed[0] < committed[1] < committed[2] < committed[3]
+    assert committed[3] > 20 * committed[0]
+    even = MFHOCore(Counter(), max_resource=27, mode="min", max_total_resource=27 * 200, aggressiveness=0.0)
+    simulate(even, curve_factory(inverted=False))
+    assert max(even._committed) < 1.1 * min(even._committed)  # Hyperband's even split
 
 
 def test_first_configurations_go_to_the_hedge_bracket() -> None:
@@ -87,3 +106,5 @@ def test_bad_settings() -> None:
         MFHOCore(Counter(), max_resource=9, min_pairs=1)
     with pytest.raises(ValueError, match="min_correlation is 2"):
         MFHOCore(Counter(), max_resource=9, min_correlation=2)
+    with pytest.raises(ValueError, match="aggressiveness is -1"):
+        MFHOCore(Counter(), max_resource=9, aggressiveness=-1)

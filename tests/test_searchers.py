@@ -60,19 +60,19 @@ def test_state_round_trip_continues_identically(name: str) -> None:
         ).load_state_dict(state)
 
 
-def contradictory(searcher: Searcher, n: int = 40) -> None:
-    """At 1 epoch the best region is x near 0.9; at 9 epochs (the truth) it is x near 0.1."""
+def contradictory(searcher: Searcher, n: int = 40, top: int = 24) -> None:
+    """At 1 epoch the best region is x near 0.9; at 9 epochs (the truth, ``top`` results) it is x near 0.1."""
     rng = np.random.default_rng(0)
     for i in range(n):
         config = {"x": float(rng.random()), "y": float(rng.random())}
         searcher.observe(i, config, 1, (config["x"] - 0.9) ** 2)
-        if i < 12:
+        if i < top:
             searcher.observe(i, config, 9, (config["x"] - 0.1) ** 2)
 
 
 def test_mf_tpe_models_the_highest_fidelity_with_enough_points_only() -> None:
     searcher = MultiFidelityTPESearcher(UNIT, np.random.default_rng(0), random_fraction=0.0)
-    assert searcher.min_points == 4  # d + 2
+    assert searcher.min_points == 20  # ceil((d + 1) / gamma): the good set holds d + 1 points
     contradictory(searcher)
     assert searcher.model_resource() == 9
     xs = np.array([searcher.suggest(100 + i)["x"] for i in range(60)])
@@ -80,11 +80,22 @@ def test_mf_tpe_models_the_highest_fidelity_with_enough_points_only() -> None:
 
 
 def test_mf_tpe_falls_back_to_the_lower_fidelity_when_the_top_has_too_few_points() -> None:
-    searcher = MultiFidelityTPESearcher(UNIT, np.random.default_rng(0), random_fraction=0.0, min_points=20)
+    searcher = MultiFidelityTPESearcher(UNIT, np.random.default_rng(0), random_fraction=0.0, min_points=30)
     contradictory(searcher)
     assert searcher.model_resource() == 1
     xs = np.array([searcher.suggest(100 + i)["x"] for i in range(60)])
     assert np.median(xs) > 0.7
+
+
+def test_mf_tpe_default_min_points_waits_for_a_real_good_set() -> None:
+    # with d + 2 = 4 results at 9 epochs BOHB's rule would model them (the good set = 3 of 4 points); the
+    # default keeps modelling the 40 results at 1 epoch until 9 epochs has ceil((d + 1) / gamma) = 20
+    searcher = MultiFidelityTPESearcher(UNIT, np.random.default_rng(0), random_fraction=0.0)
+    contradictory(searcher, top=19)
+    assert searcher.model_resource() == 1
+    searcher.observe(99, {"x": 0.1, "y": 0.5}, 9, 0.0)
+    assert searcher.model_resource() == 9
+    assert MultiFidelityTPESearcher(UNIT, np.random.default_rng(0), gamma=0.5).min_points == 6
 
 
 def test_mf_tpe_random_fraction() -> None:
