@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -54,3 +54,37 @@ def restore_rng(rng: np.random.Generator, state: Mapping[str, Any]) -> None:
 def finite_loss(loss: float) -> float:
     """NaN or infinite losses (a diverged run) rank last, never first."""
     return loss if math.isfinite(loss) else math.inf
+
+
+#: One observation: (config id, configuration, resource, loss).
+Observation = tuple[int, dict[str, Any], int, float]
+
+
+class HistorySearcher:
+    """Base of model-based searchers whose whole state is their seeded rng plus the observations: saving
+    stores both, loading restores them and replays the history into the model (:meth:`_replay`), so a
+    restored searcher suggests exactly what the saved one would have."""
+
+    name: ClassVar[str]
+    rng: np.random.Generator
+    _history: list[Observation]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "searcher": self.name,
+            "rng": rng_state(self.rng),
+            "history": [[cid, config, r, loss] for cid, config, r, loss in self._history],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("searcher") != self.name:
+            raise ValueError(
+                f"state is for searcher {state.get('searcher')!r}, but this one is {self.name!r}"
+            )
+        restore_rng(self.rng, state["rng"])
+        self._history = [(int(c), dict(cfg), int(r), float(v)) for c, cfg, r, v in state["history"]]
+        self._replay()
+
+    def _replay(self) -> None:
+        """Rebuild the model from ``self._history`` (called after loading)."""
+        raise NotImplementedError

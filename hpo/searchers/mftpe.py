@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from hpo.searchers.base import finite_loss, restore_rng, rng_state
+from hpo.searchers.base import HistorySearcher, finite_loss
 from hpo.space import SearchSpace
 
 #: Bandwidth floor scale in unit-cube coordinates (Optuna's multivariate TPE uses the same 0.2).
@@ -89,7 +89,7 @@ def log_density(
     return mixed[:, 0] - math.log(len(points) + prior_weight)
 
 
-class MultiFidelityTPESearcher:
+class MultiFidelityTPESearcher(HistorySearcher):
     """BOHB's model-based sampler; see the module docstring for the rules and parameters."""
 
     name = "mf-tpe"
@@ -177,20 +177,7 @@ class MultiFidelityTPESearcher:
         vectors.append(self.space.to_unit(config))
         losses.append(loss if math.isfinite(loss) else np.finfo(np.float64).max)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "searcher": self.name,
-            "rng": rng_state(self.rng),
-            "history": [[cid, config, r, loss] for cid, config, r, loss in self._history],
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("searcher") != self.name:
-            raise ValueError(
-                f"state is for searcher {state.get('searcher')!r}, but this one is {self.name!r}"
-            )
-        restore_rng(self.rng, state["rng"])
-        self._history = [(int(c), dict(cfg), int(r), float(v)) for c, cfg, r, v in state["history"]]
+    def _replay(self) -> None:
         self._obs = {}
         for _, config, resource, loss in self._history:
             self._add(config, resource, loss)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hpo.searchers.base import finite_loss, restore_rng, rng_state
+from hpo.searchers.base import HistorySearcher, finite_loss
 from hpo.space import CategoricalParam, FixedParam, FloatParam, IntParam, SearchSpace
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def optuna_distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
     return out
 
 
-class TPESearcher:
+class TPESearcher(HistorySearcher):
     """Optuna TPE on the highest observed fidelity. ``n_startup_trials`` random configurations come first
     (Optuna's default 10); ``multivariate=True`` models parameter interactions (Falkner et al. 2018)."""
 
@@ -130,20 +130,7 @@ class TPESearcher:
         elif resource == self._resource:
             self._add(config, loss)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "searcher": self.name,
-            "rng": rng_state(self.rng),
-            "history": [[cid, config, r, loss] for cid, config, r, loss in self._history],
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("searcher") != self.name:
-            raise ValueError(
-                f"state is for searcher {state.get('searcher')!r}, but this one is {self.name!r}"
-            )
-        restore_rng(self.rng, state["rng"])
-        self._history = [(int(c), dict(cfg), int(r), float(v)) for c, cfg, r, v in state["history"]]
+    def _replay(self) -> None:
         resources = [r for _, _, r, _ in self._history]
         self._study = self._new_study()
         self._resource = None
