@@ -23,6 +23,8 @@ from trainers.evaluation.extract import extract_features
 from trainers.tfclip.backbone import TokenEncoder, file_digest
 from trainers.tfclip.config import TrainerConfig
 
+#: Part of every cache key: bump it when the code computing the memory changes, so old entries are not reused.
+MEMORY_CODE_VERSION = 1
 _digest_cache: dict[tuple[str, int, float], str] = {}
 
 
@@ -47,6 +49,7 @@ def memory_key(config: TrainerConfig, index: DatasetIndex, split: ValidationSpli
     """Content key of the memory for this configuration, dataset and split."""
     transform = config.data.transform
     parts = {
+        "code": MEMORY_CODE_VERSION,
         "weights": _weights_identity(config),
         "backbone": config.model.backbone,
         "stride": config.model.stride,
