@@ -114,9 +114,9 @@ def test_memory_cache_is_content_keyed(
     keys["split"] = memory_key(
         config, index, validation_split(index, _config(small_root, **{"data.split.seed": 9}).data)
     )
-    monkeypatch.setattr(memory_module, "MEMORY_CODE_VERSION", memory_module.MEMORY_CODE_VERSION + 1)
-    keys["code"] = memory_key(config, index, split)
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(memory_module, "MEMORY_CODE_VERSION", memory_module.MEMORY_CODE_VERSION + 1)
+        keys["code"] = memory_key(config, index, split)
     assert base not in keys.values()
     assert len(set(keys.values())) == len(keys)  # every input gives its own entry
     assert memory_key(_config(small_root, **{"optim.lr": 0.1}), index, split) == base  # training-only setting
