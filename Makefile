@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/tiny_learning.py
 	$(PY) benchmarks/search_quality.py
+	$(PY) benchmarks/store_speed.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,108 @@
+"""How fast the Parquet results store takes rows and gives them back.
+
+Why: the driver appends a part file per batch of trial reports while the CLI and the service read the whole
+store; neither may become the bottleneck of a study. This measures, with rows shaped like real result rows
+(config JSON, six metrics, five ``param_`` columns):
+
+* append throughput (rows/s) for parts of 1 row (one report per call, the worst case) and of 100 rows;
+* the time to read a store of 1,000,000 rows as compacted + a tail of parts, and after full compaction.
+
+    python benchmarks/store_speed.py [--rows 1000000] [--json-out benchmarks/results/store_speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hpo.store import ResultStore
+
+
+def make_rows(start: int, count: int, rng: np.random.Generator) -> list[dict[str, object]]:
+    rows = []
+    for i in range(start, start + count):
+        config = {
+            "optim.lr": float(rng.uniform(1e-6, 1e-4)),
+            "optim.weight_decay": float(rng.uniform(1e-5, 1e-2)),
+            "loss.triplet_margin": float(rng.uniform(0.1, 0.6)),
+            "model.temporal_pool": str(rng.choice(["mean", "attention"])),
+            "data.batch.p": int(rng.choice([3, 4, 6])),
+        }
+        rows.append(
+            {
+                "study": "bench",
+                "trial_id": i // 10,
+                "config": config,
+                "resource": i % 10 + 1,
+                "value": float(rng.random()),
+                "val_a2g_map": float(rng.random()),
+                "val_g2a_map": float(rng.random()),
+                "val_a2g_r1": float(rng.random()),
+                "val_g2a_r1": float(rng.random()),
+                "train_loss": float(rng.random() * 10),
+                "decision": "continue",
+                "status": "running",
+                "time": float(i),
+            }
+        )
+    return rows
+
+
+def append_rate(root: Path, rows_per_part: int, parts: int, rng: np.random.Generator) -> float:
+    store = ResultStore(root)
+    batches = [make_rows(i * rows_per_part, rows_per_part, rng) for i in range(parts)]
+    started = time.perf_counter()
+    for batch in batches:
+        store.append(batch)
+    return rows_per_part * parts / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--json-out", type=Path, default=Path("benchmarks/results/store_speed.json"))
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    result: dict[str, object] = {"benchmark": "store_speed", "rows": args.rows}
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        result["append_rows_per_s_1_row_parts"] = round(append_rate(root / "a", 1, 300, rng))
+        result["append_rows_per_s_100_row_parts"] = round(append_rate(root / "b", 100, 100, rng))
+        store = ResultStore(root / "big")
+        chunk = 100_000
+        for start in range(0, args.rows, chunk):
+            store.append(make_rows(start, min(chunk, args.rows - start), rng))
+            store.compact()
+        for start in range(args.rows, args.rows + 1000, 10):  # a tail of small parts after the compaction
+            store.append(make_rows(start, 10, rng))
+        reads = []
+        for _ in range(3):
+            started = time.perf_counter()
+            frame = store.read()
+            reads.append(time.perf_counter() - started)
+        result["read_s_with_100_part_tail"] = round(statistics.median(reads), 3)
+        result["rows_read"] = len(frame)
+        started = time.perf_counter()
+        store.compact()
+        result["compact_s"] = round(time.perf_counter() - started, 3)
+        reads = []
+        for _ in range(3):
+            started = time.perf_counter()
+            store.read()
+            reads.append(time.perf_counter() - started)
+        result["read_s_compacted"] = round(statistics.median(reads), 3)
+        result["bytes_on_disk"] = sum(p.stat().st_size for p in (root / "big").rglob("*.parquet"))
+    print(json.dumps(result, indent=1))
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.json_out}")
+
+
+if __name__ == "__main__":
+    main()
