@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
+from searcher_doubles import Counter
 
 from hpo.results import TrialStatus
 from hpo.schedulers.asha import ASHACore, promotable, stops_at_rung
 from hpo.schedulers.base import Decision, JobKind
-
-
-class Counter:
-    """Configs {"x": 0}, {"x": 1}, ... ; learns nothing."""
-
-    def suggest(self, config_id: int) -> dict[str, Any]:
-        return {"x": config_id}
-
-    def observe(self, config_id: int, config: Any, resource: int, loss: float) -> None:
-        pass
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: Any) -> None:
-        pass
 
 
 def test_promotable_is_floor_of_rung_over_eta() -> None:

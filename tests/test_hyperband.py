@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from searcher_doubles import Counter
 
 from hpo.results import TrialStatus
 from hpo.schedulers.base import Decision, JobKind
@@ -17,25 +18,6 @@ from hpo.schedulers.brackets import (
     plan_hyperband,
 )
 from hpo.schedulers.hyperband import BracketOrder, HyperbandCore, bracket_sequence_s, survivors_count
-
-
-class Counter:
-    """Configs {"x": 0}, {"x": 1}, ... ; remembers what it observed."""
-
-    def __init__(self) -> None:
-        self.observed: list[tuple[int, int, float]] = []
-
-    def suggest(self, config_id: int) -> dict[str, Any]:
-        return {"x": config_id}
-
-    def observe(self, config_id: int, config: Any, resource: int, loss: float) -> None:
-        self.observed.append((config_id, resource, loss))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"observed": self.observed}
-
-    def load_state_dict(self, state: Any) -> None:
-        self.observed = [tuple(o) for o in state["observed"]]  # type: ignore[misc]
 
 
 def table(max_resource: int, eta: int, min_resource: int = 1) -> list[tuple[int, list[tuple[int, int, int]]]]:

@@ -6,26 +6,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from searcher_doubles import Counter
 
 from hpo.schedulers.base import Decision
 from hpo.schedulers.mfho import MFHOCore, bracket_weight, is_promising, spearman
 from hpo.simulator import simulate
-
-
-class Counter:
-    """Configs {"x": 0}, {"x": 1}, ... ; learns nothing."""
-
-    def suggest(self, config_id: int) -> dict[str, Any]:
-        return {"x": config_id}
-
-    def observe(self, config_id: int, config: Any, resource: int, loss: float) -> None:
-        pass
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: Any) -> None:
-        pass
 
 
 def test_is_promising_compares_with_the_best_so_far_then_top_fraction() -> None:
