@@ -34,11 +34,17 @@ class PKSampler(Sampler[list[int]]):
         self._by_id = {label: np.asarray(indices) for label, indices in sorted(by_id.items())}
         self.p, self.k, self.seed = p, k, seed
         self.epoch = 0
+        self._plan: tuple[int, list[list[int]]] | None = None  # (epoch, batches): len() and iter() share it
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def _batches(self) -> list[list[int]]:
+        if self._plan is None or self._plan[0] != self.epoch:
+            self._plan = (self.epoch, self._draw_batches())
+        return self._plan[1]
+
+    def _draw_batches(self) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         groups: dict[int, list[np.ndarray]] = {}
         for label, indices in self._by_id.items():
@@ -60,7 +66,7 @@ class PKSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._batches())
+        return iter([list(batch) for batch in self._batches()])
 
     def __len__(self) -> int:
         return len(self._batches())
