@@ -17,6 +17,8 @@ Column meanings:
 * ``bracket`` - Hyperband bracket s of the trial (starts at R eta^-s epochs; ASHA uses s_max, FIFO 0);
 * ``rung`` - index of ``resource`` among the scheduler's milestones, or -1 between milestones;
 * ``status`` - the trial's status after this row (:class:`TrialStatus`).
+
+The Ray backend adds :data:`BACKEND_COLUMNS` and one ``metric_<name>`` column per reported metric.
 """
 
 from __future__ import annotations
@@ -28,17 +30,19 @@ from typing import Any, Final
 
 
 class TrialStatus(Enum):
-    """Where a trial stands. COMPLETED, STOPPED are terminal; a study that ends leaves no RUNNING trial,
-    and backends record trials still PAUSED at the end as STOPPED."""
+    """Where a trial stands. COMPLETED, STOPPED and FAILED are terminal; a study that ends leaves no RUNNING
+    trial, and backends record trials still PAUSED at the end as STOPPED. FAILED: the trainer raised (after
+    the retries the study allows) or its loss became non-finite."""
 
     RUNNING = "running"
     PAUSED = "paused"
     STOPPED = "stopped"
     COMPLETED = "completed"
+    FAILED = "failed"
 
     @property
     def terminal(self) -> bool:
-        return self in (TrialStatus.STOPPED, TrialStatus.COMPLETED)
+        return self in (TrialStatus.STOPPED, TrialStatus.COMPLETED, TrialStatus.FAILED)
 
 
 STUDY: Final = "study"
@@ -54,6 +58,15 @@ DECISION: Final = "decision"
 BRACKET: Final = "bracket"
 RUNG: Final = "rung"
 STATUS: Final = "status"
+
+# Columns only the Ray backend fills (the simulator has no wall clock, node or files):
+TIMESTAMP: Final = "timestamp"  # Unix time the driver received the report
+NODE: Final = "node"  # the Ray node (IP) the trial ran on
+CHECKPOINT: Final = "checkpoint"  # the checkpoint file written at this epoch ("" if none)
+ERROR: Final = "error"  # why a trial failed ("" otherwise)
+#: Every metric the trainer reported is also kept, as ``metric_<name>`` (e.g. ``metric_val_a2g_map``).
+METRIC_PREFIX: Final = "metric_"
+BACKEND_COLUMNS: Final = (TIMESTAMP, NODE, CHECKPOINT, ERROR)
 
 #: Every result row has exactly these keys, in this order.
 ROW_COLUMNS: Final = (

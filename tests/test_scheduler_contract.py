@@ -146,3 +146,27 @@ def test_save_and_load_mid_study_gives_the_same_future(
     reports = sum(1 for entry in reference if entry[0] == "report")
     for swap_at in (reports // 3, 2 * reports // 3):
         assert drive(make, 3, swap_at, restore) == reference
+
+
+@pytest.mark.parametrize(("name", "options"), CORES, ids=IDS)
+@pytest.mark.parametrize("workers", [1, 3])
+def test_failed_trials_release_the_study(name: str, options: dict[str, Any], workers: int) -> None:
+    """A trial whose trainer crashes is recorded as failed; rungs stop waiting for it, its unused promise
+    returns to the budget, and the study still ends with every trial in a terminal status."""
+
+    def crashes(config: dict[str, Any], resource: int) -> bool:
+        return config["x0"] < 0.25 and resource >= 2  # about a quarter of the configurations
+
+    core = build(name, options, seed=5)
+    result = simulate(core, curve, workers=workers, fails=crashes)
+    failed = {t for t, s in result.final_status.items() if s is TrialStatus.FAILED}
+    assert failed, "the injected crashes failed no trial"
+    assert all(status.terminal for status in result.final_status.values())
+    assert set(result.final_status) == set(range(core.num_trials))
+    failed_rows = [row for row in result.rows if row["status"] == "failed"]
+    assert {row["trial_id"] for row in failed_rows} == failed
+    assert all(math.isnan(row["value"]) and row["decision"] == "stop" for row in failed_rows)
+    assert core.committed_resource == core.used_resource  # nothing is promised to a dead trial
+    assert result.total_resource >= 40 * MAX - 2 * MAX * workers  # the freed budget was spent
+    with pytest.raises(ValueError, match="only a running trial can fail"):
+        core.fail(next(iter(failed)))

@@ -1,5 +1,5 @@
-"""The trainer protocol the HPO layer wraps: ``fit(config, *, max_epochs, checkpoint_dir, resume_from,
-report)``.
+"""The TF-CLIP training loop behind the trainer protocol (:mod:`trainers.protocol`):
+``fit(config, *, max_epochs, checkpoint_dir, resume_from, report)``.
 
 Nothing here imports Ray. Per epoch: train on PK batches, evaluate on the identity-disjoint validation split
 (A2G and G2A mAP/R1; objective ``val_map`` = mean mAP of the two), write a checkpoint (model, losses' state,
@@ -31,6 +31,7 @@ from trainers.data.split import ValidationSplit, validation_views
 from trainers.errors import AgvpError
 from trainers.evaluation.extract import extract_features
 from trainers.evaluation.protocol import evaluate_views
+from trainers.protocol import NonFiniteLossError, Report
 from trainers.tfclip.config import TrainerConfig, config_to_yaml
 from trainers.tfclip.losses import ReIDTask
 from trainers.tfclip.memory import identity_memory
@@ -42,16 +43,7 @@ SPLIT_FILE = "split.json"
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FORMAT = "agvp-tfclip-1"
 
-Report = Callable[[dict[str, Any]], None]
 Progress = Callable[[str, int, int, float], None]
-
-
-class NonFiniteLossError(AgvpError):
-    """The loss became NaN or infinite; the HPO layer marks the trial failed. No checkpoint is written."""
-
-    def __init__(self, epoch: int, step: int, terms: dict[str, float]) -> None:
-        self.epoch, self.step, self.terms = epoch, step, terms
-        super().__init__(f"non-finite loss at epoch {epoch}, step {step}: {terms}")
 
 
 class CheckpointError(AgvpError):

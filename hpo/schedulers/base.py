@@ -241,6 +241,20 @@ class SchedulerCore(ABC):
                 trial.status = TrialStatus.STOPPED
         return decision
 
+    def fail(self, trial_id: int) -> None:
+        """Running trial ``trial_id`` failed (the trainer raised, or its loss became non-finite): it never
+        runs again, its unused promise goes back to the budget, and rung bookkeeping stops waiting for it
+        (:meth:`_on_failed`). The epochs it reported stay counted."""
+        trial = self._trials.get(trial_id)
+        if trial is None:
+            raise ValueError(f"trial_id is {trial_id}, but no such trial was started")
+        if trial.status is not TrialStatus.RUNNING:
+            raise ValueError(f"trial {trial_id} is {trial.status.value}, but only a running trial can fail")
+        target = trial.target
+        trial.target = None
+        trial.status = TrialStatus.FAILED
+        self._on_failed(trial_id, target)
+
     def drain_stopped(self) -> list[int]:
         """Paused trials given up on since the last call (each is listed once); they never run again."""
         stopped, self._stopped = self._stopped, []
@@ -331,6 +345,9 @@ class SchedulerCore(ABC):
             "max_trials": self.max_trials,
             "max_total_resource": self.max_total_resource,
         }
+
+    def _on_failed(self, trial_id: int, target: int | None) -> None:  # noqa: B027  # optional hook
+        """A running trial that was training towards ``target`` failed: release what waits for it."""
 
     def _extra_state(self) -> dict[str, Any]:
         return {}

@@ -216,6 +216,19 @@ class HyperbandCore(SchedulerCore):
         run.size = keep
         return losers
 
+    def _on_failed(self, trial_id: int, target: int | None) -> None:
+        # Drop it from its bracket. In the first rung a new configuration takes its place; in a later rung
+        # the rung shrinks by one, and closes now if it was the last member missing.
+        run = self._run(trial_id)
+        run.members.remove(trial_id)
+        if run.rung == 0:
+            return
+        run.size -= 1
+        if not run.members:
+            self._runs.remove(run)
+            return
+        self._advance(run)
+
     def _run(self, trial_id: int) -> _Run:
         number = self._run_of[trial_id]
         return next(r for r in self._runs if r.number == number)

@@ -205,6 +205,11 @@ class MFHOCore(SchedulerCore):
         self._committed[trial.bracket] -= trial.target - resource
         return Decision.STOP
 
+    def _on_failed(self, trial_id: int, target: int | None) -> None:
+        trial = self._trials[trial_id]
+        if target is not None:
+            self._committed[trial.bracket] -= target - trial.resource
+
     def _settings(self) -> dict[str, Any]:
         return {
             **super()._settings(),

@@ -9,6 +9,8 @@ not report them again). Trials report at every milestone they pass and at their 
 epoch with ``report_every_epoch=True``), and every report becomes one result row with exactly the columns
 of :data:`hpo.results.ROW_COLUMNS`, as the real backend writes them. Events at equal times are processed in
 the order they were scheduled, so a run is a pure function of the core, the curve and the settings.
+``fails(config, resource)`` injects crashes: a trial for which it is true fails instead of reporting at
+``resource`` (one row with status ``failed`` and a NaN value).
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ def simulate(
     report_every_epoch: bool = False,
     study: str = "simulation",
     metric: str = "value",
+    fails: Callable[[Mapping[str, Any], int], bool] | None = None,
 ) -> SimulationResult:
     """Run ``core`` until it has nothing more to run; see the module docstring."""
     if workers < 1:
@@ -121,8 +124,13 @@ def simulate(
         resource = state.points[state.index]
         total += resource - state.trained
         state.trained = resource
-        value = float(curve(state.job.config, resource))
-        decision = core.report(trial_id, resource, value)
+        if fails is not None and fails(state.job.config, resource):
+            # The trainer crashed before reporting this epoch: the core releases the trial.
+            core.fail(trial_id)
+            value, decision = float("nan"), Decision.STOP
+        else:
+            value = float(curve(state.job.config, resource))
+            decision = core.report(trial_id, resource, value)
         status = core.status(trial_id)
         rung = core.rung_of(resource)
         row = {

@@ -15,6 +15,7 @@ from hpo.study.loader import (
 from hpo.study.spec import (
     AshaSpec,
     BudgetSpec,
+    ExecutionSpec,
     FidelitySpec,
     FifoSpec,
     HyperbandSpec,
@@ -34,6 +35,7 @@ from hpo.study.spec import (
 __all__ = [
     "AshaSpec",
     "BudgetSpec",
+    "ExecutionSpec",
     "FidelitySpec",
     "FifoSpec",
     "HyperbandSpec",

@@ -34,6 +34,7 @@ from hpo.space import FieldError, SearchSpace, parse_space
 __all__ = [
     "AshaSpec",
     "BudgetSpec",
+    "ExecutionSpec",
     "FidelitySpec",
     "FifoSpec",
     "HyperbandSpec",
@@ -299,16 +300,40 @@ class ResourcesSpec(StrictSpec):
         return gpu
 
 
+class ExecutionSpec(StrictSpec):
+    """How the Ray backend runs trials.
+
+    - ``max_concurrent``: trials that train at once (``None`` = as many as the Ray cluster fits with
+      ``resources`` per trial);
+    - ``max_failures``: times a crashed trial is restarted from its latest checkpoint before it is recorded
+      as failed (Ray Tune's ``FailureConfig.max_failures``; a non-finite loss is never retried);
+    - ``cpus``: CPUs of the embedded local Ray (``None`` = every CPU of this machine); ignored with
+      ``--address``, where the cluster's own resources count.
+    """
+
+    max_concurrent: _Int | None = Field(None, ge=1)
+    max_failures: _Int = Field(1, ge=0)
+    cpus: _Int | None = Field(None, ge=1)
+
+
 class TrainerSpec(StrictSpec):
-    """Which trainer, from which preset, on which data. ``overrides`` set trainer keys (dotted, e.g.
+    """Which trainer, from which preset, on which data. ``name``: ``tfclip`` (the TF-CLIP family) or
+    ``synthetic`` (no model: epochs sleep ``overrides.epoch_seconds`` and report a deterministic curve; for
+    measuring and testing the engine). ``overrides`` set trainer keys (dotted, e.g.
     ``optim.epochs_per_eval``) for every trial; a key is either searched (``space``) or overridden, not both.
     ``weights`` is a local file of pre-trained weights; ``None`` starts from random initialisation."""
 
-    name: str = Field("tfclip", min_length=1)
+    name: Literal["tfclip", "synthetic"] = "tfclip"
     preset: str = Field("tiny-cpu", min_length=1)
-    data: Path
+    data: Path | None = None
     weights: Path | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _needs_data(self) -> TrainerSpec:
+        if self.name == "tfclip" and self.data is None:
+            raise FieldError(("data",), "is required for trainer 'tfclip' (a dataset folder)")
+        return self
 
     @field_validator("data", "weights", mode="before")
     @classmethod
@@ -346,6 +371,7 @@ class StudySpec(StrictSpec):
     objective: ObjectiveSpec = ObjectiveSpec()
     budget: BudgetSpec
     resources: ResourcesSpec = ResourcesSpec()
+    execution: ExecutionSpec = ExecutionSpec()
     trainer: TrainerSpec
     storage: StorageSpec = StorageSpec()
 

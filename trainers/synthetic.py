@@ -1,0 +1,77 @@
+"""A trainer with no model: each epoch sleeps a fixed time and reports a deterministic learning curve.
+
+It exists to measure and test the HPO engine itself (scheduling overhead, failures, resume) without the
+cost or noise of real training. Its settings come from the study's ``trainer.overrides``:
+
+* ``epoch_seconds`` (default 0): wall time one epoch sleeps;
+* ``crash_epoch`` (default 2): the epoch at which a trial whose parameters set ``crash`` truthy raises
+  ``RuntimeError``, and one that sets ``diverge`` truthy raises :class:`NonFiniteLossError`.
+
+The objective ``val_map`` = q (1 - exp(-epoch / 3)) where q in [0.2, 0.9] is a hash of the parameters,
+so configurations differ, curves rise with epochs and ranks at low fidelity predict ranks at high fidelity.
+The checkpoint is a small JSON file holding the epoch; resuming checks it belongs to the same parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from trainers.engine import CHECKPOINT_FILE, CheckpointError
+from trainers.protocol import NonFiniteLossError, Report
+
+
+def quality(params: Mapping[str, Any]) -> float:
+    """The plateau a configuration reaches: a deterministic function of its parameters in [0.2, 0.9]."""
+    digest = hashlib.sha256(json.dumps(dict(params), sort_keys=True, default=str).encode()).digest()
+    return 0.2 + 0.7 * int.from_bytes(digest[:8], "big") / 2**64
+
+
+def curve(params: Mapping[str, Any], epoch: int) -> float:
+    return quality(params) * (1.0 - math.exp(-epoch / 3.0))
+
+
+class SyntheticTrainer:
+    name = "synthetic"
+
+    def fit(
+        self,
+        settings: Mapping[str, Any],
+        params: Mapping[str, Any],
+        *,
+        max_epochs: int,
+        checkpoint_dir: Path,
+        resume_from: Path | None,
+        report: Report,
+    ) -> None:
+        overrides = dict(settings.get("overrides") or {})
+        seconds = float(overrides.get("epoch_seconds", 0.0))
+        crash_epoch = int(overrides.get("crash_epoch", 2))
+        key = json.dumps(dict(params), sort_keys=True, default=str)
+        start = 0
+        if resume_from is not None:
+            try:
+                state = json.loads(Path(resume_from).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                raise CheckpointError(f"{resume_from}: cannot read checkpoint") from None
+            if state.get("params") != key:
+                raise CheckpointError(f"{resume_from}: checkpoint was made with a different configuration")
+            start = int(state["epoch"])
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        path = checkpoint_dir / CHECKPOINT_FILE
+        for epoch in range(start + 1, max_epochs + 1):
+            time.sleep(seconds)
+            if epoch == crash_epoch and params.get("crash"):
+                raise RuntimeError(f"synthetic crash at epoch {epoch}")
+            if epoch == crash_epoch and params.get("diverge"):
+                raise NonFiniteLossError(epoch, 0, {"loss": float("nan")})
+            temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            temporary.write_text(json.dumps({"epoch": epoch, "params": key}), encoding="utf-8")
+            os.replace(temporary, path)
+            report({"epoch": epoch, "val_map": curve(params, epoch), "checkpoint": str(path)})
