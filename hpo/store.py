@@ -110,14 +110,18 @@ class ResultStore:
         files = [self._compacted(covered)] if compacted else []
         return files + [self._part(n) for n in self._numbers(_PART) if n > covered]
 
+    def last_number(self) -> int:
+        """Number of the newest part written (a compacted file carries its last part's number); -1: none."""
+        numbers = self._numbers(_PART) + self._numbers(_COMPACTED)
+        return max(numbers) if numbers else -1
+
     # ---- writing -----------------------------------------------------------------------------------------
     def append(self, rows: Iterable[Mapping[str, Any]]) -> Path | None:
         """Write ``rows`` as one new immutable part file; returns its path (None when there are no rows)."""
         flat = [flatten_row(row) for row in rows]
         if not flat:
             return None
-        numbers = self._numbers(_PART) + self._numbers(_COMPACTED)
-        number = (max(numbers) + 1) if numbers else 0
+        number = self.last_number() + 1
         table = pa.Table.from_pandas(pd.DataFrame(flat), preserve_index=False)
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)

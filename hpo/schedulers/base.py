@@ -309,6 +309,14 @@ class SchedulerCore(ABC):
     def config(self, trial_id: int) -> dict[str, Any]:
         return dict(self._trials[trial_id].config)
 
+    def resource_of(self, trial_id: int) -> int:
+        """Epochs trial ``trial_id`` has reported so far (where its checkpoint is)."""
+        return self._trials[trial_id].resource
+
+    def target_of(self, trial_id: int) -> int | None:
+        """The epoch the running job of ``trial_id`` trains to; None when it is not running."""
+        return self._trials[trial_id].target
+
     def bracket_of(self, trial_id: int) -> int:
         return self._trials[trial_id].bracket
 

@@ -1,0 +1,203 @@
+"""Ray Tune plumbing around the :class:`StudyDriver`: a ``Searcher`` that turns the core's jobs into Ray
+trials, a ``TrialScheduler`` that answers each report with the core's decision, and a ``Stopper`` for the
+wall-clock budget and stop requests.
+
+How Ray Tune's loop meets the core's (DESIGN principle 1): Ray asks the searcher for a new trial at every
+step; :class:`JobSearcher` asks the core only while fewer jobs run than ``concurrency`` (a worker is free),
+so the core decides at the moment the simulator would. Each report reaches :class:`CoreScheduler`, which
+returns CONTINUE, or STOP for the core's PAUSE and STOP (a pause ends the job's Ray trial; see
+:mod:`hpo.ray_backend.driver`). ``ray-asha`` / ``ray-hyperband`` use Ray's schedulers unchanged, wrapped
+only to record rows (:class:`RecordingScheduler`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Stopper
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from hpo.ray_backend.driver import StudyDriver
+from hpo.ray_backend.trainable import ERROR_KEY
+from hpo.schedulers.base import Decision, Job
+
+#: Builds the Ray trial config of a job: (job, checkpoint to start from) -> config.
+Payload = Callable[[Job, "str | None"], dict[str, Any]]
+
+
+class StudyStop:
+    """When the study must stop early: wall-clock budget spent, or a stop requested (the STOP file)."""
+
+    def __init__(self, driver: StudyDriver, wall_clock: float | None, stop_file: Path) -> None:
+        self.driver = driver
+        self.wall_clock = wall_clock
+        self.stop_file = stop_file
+        self.reason: str | None = None
+
+    def check(self) -> bool:
+        if self.reason is None:
+            if self.stop_file.exists():
+                self.reason = "stop requested"
+            elif self.wall_clock is not None and self.driver.elapsed >= self.wall_clock:
+                self.reason = f"wall-clock budget of {self.wall_clock:.0f} s spent"
+        return self.reason is not None
+
+
+class StudyStopper(Stopper):
+    def __init__(self, stop: StudyStop) -> None:
+        self.stop = stop
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.stop.check()
+
+
+def error_text(trial: Trial) -> str:
+    """The last line of a failed Ray trial's error (its exception), or a generic message."""
+    path = trial.error_file
+    if path and Path(path).is_file():
+        lines = [
+            line for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines() if line
+        ]
+        if lines:
+            return lines[-1]
+    return "the trial failed (no error message)"
+
+
+class JobSearcher(Searcher):
+    """Hands the core's jobs to Ray as new trials, one per free worker."""
+
+    def __init__(self, driver: StudyDriver, payload: Payload, concurrency: int, stop: StudyStop) -> None:
+        super().__init__(metric=None, mode=None)
+        self.driver = driver
+        self.payload = payload
+        self.concurrency = concurrency
+        self.stop = stop
+        self.jobs: dict[str, Job] = {}  # Ray trial id -> the job it runs
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.stop.check():
+            return Searcher.FINISHED
+        if len(self.driver.running) >= self.concurrency:
+            return None
+        issued = self.driver.next_job()
+        if issued is None:
+            return Searcher.FINISHED if self.driver.done else None
+        job, resume_from = issued
+        self.jobs[trial_id] = job
+        return self.payload(job, resume_from)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        """Nothing to do: :class:`CoreScheduler` has already told the driver."""
+
+
+class CoreScheduler(FIFOScheduler):
+    """Answers every report with the core's decision (PAUSE and STOP both end the Ray trial)."""
+
+    def __init__(self, driver: StudyDriver, searcher: JobSearcher, stop: StudyStop) -> None:
+        super().__init__()
+        self.driver = driver
+        self.searcher = searcher
+        self.stop = stop
+
+    def _current(self, trial: Trial) -> Job | None:
+        """The job ``trial`` runs, if the driver still counts it as running."""
+        job = self.searcher.jobs.get(trial.trial_id)
+        if job is None:
+            return None
+        running = self.driver.running.get(job.trial_id)
+        return job if running is not None and running.job is job else None
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        job = self._current(trial)
+        if job is None:
+            return TrialScheduler.STOP
+        node = str(result.get("node", ""))
+        if result.get(ERROR_KEY):
+            self.driver.fail(job.trial_id, str(result[ERROR_KEY]), node=node)
+            return TrialScheduler.STOP
+        decision = self.driver.report(job.trial_id, result, node=node)
+        return TrialScheduler.CONTINUE if decision is Decision.CONTINUE else TrialScheduler.STOP
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        job = self._current(trial)
+        if job is not None:
+            self.driver.fail(job.trial_id, error_text(trial))
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> None:
+        self._ended_without_decision(trial)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self._ended_without_decision(trial)
+
+    def _ended_without_decision(self, trial: Trial) -> None:
+        job = self._current(trial)
+        if job is None:
+            return
+        if self.stop.check():
+            self.driver.abandon(job.trial_id)  # resume relaunches it from its checkpoint
+        else:
+            self.driver.fail(job.trial_id, f"the trainer returned before epoch {job.resource}")
+
+
+class RecordingScheduler(TrialScheduler):
+    """Ray's own scheduler, unchanged, with each decision recorded as a result row."""
+
+    def __init__(self, inner: TrialScheduler, record: Callable[[Trial, dict[str, Any], str], None]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.record = record
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return self.inner.set_search_properties(metric, mode, **spec)
+
+    @property
+    def metric(self) -> str | None:
+        return self.inner.metric
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        self.inner.on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        self.inner.on_trial_error(tune_controller, trial)
+        self.record(trial, {ERROR_KEY: error_text(trial)}, "stop")
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        decision = self.inner.on_trial_result(tune_controller, trial, result)
+        self.record(trial, result, {"CONTINUE": "continue", "PAUSE": "pause"}.get(decision, "stop"))
+        return decision
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> None:
+        self.inner.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self.inner.on_trial_remove(tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        return self.inner.choose_trial_to_run(tune_controller)
+
+    def debug_string(self) -> str:
+        return self.inner.debug_string()
+
+
+def throttle(seconds: float) -> Callable[[], bool]:
+    """A function that returns True at most once per ``seconds``."""
+    last = [0.0]
+
+    def due() -> bool:
+        now = time.monotonic()
+        if now - last[0] >= seconds:
+            last[0] = now
+            return True
+        return False
+
+    return due

@@ -1,0 +1,80 @@
+"""Answers from a study's result rows: one line per trial, the best k configurations, the best one as a
+trainer config. Used by the CLI (``status``, ``best``) and the REST service alike.
+
+"Best" ranks trials by the highest fidelity they reached first (a value after 9 epochs beats any value
+after 3), then by their value at that fidelity; failed trials and NaN values never rank.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from hpo.results import CONFIG, RESOURCE, STATUS, TRIAL_ID, VALUE, TrialStatus
+from hpo.study.spec import StudySpec
+
+TRIAL_COLUMNS = ("trial_id", "status", "resource", "value", "bracket", "reports", "params")
+
+
+def trial_table(rows: pd.DataFrame, *, finished: bool = False) -> pd.DataFrame:
+    """One row per trial: its latest status, the highest epoch it reported, its value there, its bracket,
+    how many rows it wrote and its parameters (a dict). With ``finished``, trials still paused count as
+    stopped (a finished study never resumes them)."""
+    if rows.empty:
+        return pd.DataFrame(columns=list(TRIAL_COLUMNS))
+    ordered = rows.reset_index(drop=True)
+    last = ordered.groupby(TRIAL_ID, sort=True).tail(1).set_index(TRIAL_ID)
+    scored = ordered[ordered[VALUE].notna()]
+    top = (
+        scored.loc[scored.groupby(TRIAL_ID)[RESOURCE].idxmax()].set_index(TRIAL_ID)
+        if not scored.empty
+        else None
+    )
+    table = pd.DataFrame(index=last.index)
+    table["status"] = last[STATUS]
+    if finished:
+        table.loc[table["status"] == TrialStatus.PAUSED.value, "status"] = TrialStatus.STOPPED.value
+    table["resource"] = top[RESOURCE].reindex(table.index).fillna(0).astype(int) if top is not None else 0
+    table["value"] = top[VALUE].reindex(table.index) if top is not None else math.nan
+    table["bracket"] = last["bracket"]
+    table["reports"] = ordered.groupby(TRIAL_ID).size()
+    table["params"] = [json.loads(text) for text in last[CONFIG]]
+    return table.reset_index()[list(TRIAL_COLUMNS)]
+
+
+def best_trials(rows: pd.DataFrame, mode: str, k: int = 5) -> pd.DataFrame:
+    """The ``k`` best trials (see the module docstring), best first."""
+    table = trial_table(rows)
+    table = table[table["value"].notna() & (table["status"] != TrialStatus.FAILED.value)]
+    if table.empty:
+        return table
+    key = -table["value"] if mode == "max" else table["value"]
+    ranked = table.assign(_fidelity=-table["resource"], _key=key)
+    ranked = ranked.sort_values(["_fidelity", "_key", "trial_id"], kind="stable")
+    return ranked.drop(columns=["_fidelity", "_key"]).head(k).reset_index(drop=True)
+
+
+def best_config_yaml(spec: StudySpec, params: Mapping[str, Any]) -> str:
+    """The best configuration as a file ``agvp-hpo train`` accepts as is (``tfclip``: the full resolved
+    trainer config at ``fidelity.max`` epochs; other trainers: the study's trainer section + parameters)."""
+    header = (
+        f"# best configuration of study {spec.name} ({spec.objective.metric}, {spec.objective.mode})\n"
+        f"# train it at full budget: agvp-hpo train THIS.yaml --epochs {spec.fidelity.max}\n"
+    )
+    if spec.trainer.name == "tfclip":
+        from hpo.study.build import trainer_settings
+        from trainers.tfclip.config import config_to_yaml
+        from trainers.tfclip.trial import trial_config
+
+        settings = trainer_settings(spec)
+        settings["overrides"] = {
+            key: value for key, value in settings["overrides"].items() if key != "runtime.threads"
+        }
+        return header + config_to_yaml(trial_config(settings, params))
+    body = {"trainer": spec.trainer.model_dump(mode="json"), "params": dict(params)}
+    return header + yaml.safe_dump(body, sort_keys=False)

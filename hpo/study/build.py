@@ -1,0 +1,102 @@
+"""A study file's scheduler and searcher sections -> the scheduler core (with its seeded searcher) that a
+backend drives. ``ray-asha`` / ``ray-hyperband`` have no core: the Ray backend uses Ray's own schedulers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpo.schedulers import SchedulerCore, make_scheduler
+from hpo.searchers import Searcher, make_searcher
+from hpo.study.spec import AshaSpec, HyperbandSpec, MfhoSpec, StudySpec
+
+RAY_NATIVE = ("ray-asha", "ray-hyperband")
+
+
+def searcher_from_spec(spec: StudySpec) -> Searcher:
+    options: dict[str, Any] = {}
+    if spec.searcher.kind == "tpe" and spec.searcher.n_startup is not None:
+        options["n_startup_trials"] = spec.searcher.n_startup
+    if spec.searcher.kind == "mf-tpe":
+        options["random_fraction"] = spec.searcher.random_fraction
+        if spec.searcher.n_startup is not None:
+            options["min_points"] = spec.searcher.n_startup
+    rng = np.random.default_rng(spec.searcher.seed)
+    return make_searcher(spec.searcher.kind, spec.space, rng, **options)
+
+
+def max_total_epochs(spec: StudySpec) -> int | None:
+    """``budget.max_resource`` in epochs (full-budget equivalents times ``fidelity.max``), or None."""
+    budget = spec.budget.max_resource
+    if budget is None:
+        return None
+    epochs = budget * spec.fidelity.max if spec.budget.unit == "fbe" else budget
+    return max(1, math.floor(epochs))
+
+
+def core_from_spec(spec: StudySpec) -> SchedulerCore:
+    """The scheduler core of a study (not for ``ray-asha`` / ``ray-hyperband``)."""
+    scheduler = spec.scheduler
+    if scheduler.kind in RAY_NATIVE:
+        raise ValueError(f"scheduler {scheduler.kind!r} is Ray's own and has no core")
+    options: dict[str, Any] = {
+        "max_resource": spec.fidelity.max,
+        "reduction_factor": spec.fidelity.eta,
+        "min_resource": spec.fidelity.min,
+        "mode": spec.objective.mode,
+        "max_trials": spec.budget.max_trials,
+        "max_total_resource": max_total_epochs(spec),
+    }
+    name = scheduler.kind
+    if isinstance(scheduler, HyperbandSpec):
+        options["bracket_order"] = scheduler.bracket_order
+    if isinstance(scheduler, AshaSpec) and scheduler.mode == "stopping":
+        name = "asha-stopping"
+    unsupported = _unsupported_options(scheduler, spec)
+    if unsupported:
+        raise ValueError(
+            f"scheduler.{unsupported} is accepted in study files but not implemented by the "
+            f"'{scheduler.kind}' core yet; remove it"
+        )
+    return make_scheduler(name, searcher_from_spec(spec), **options)
+
+
+def trainer_settings(spec: StudySpec) -> dict[str, Any]:
+    """The trainer section as the trials receive it: absolute paths (Ray runs trials in other folders),
+    and for ``tfclip`` the LR schedule spanning ``fidelity.max`` epochs and torch threads = the trial's
+    CPUs, unless the study sets them."""
+    settings = spec.trainer.model_dump(mode="json")
+    for key in ("data", "weights"):
+        if settings.get(key) is not None:
+            settings[key] = str(Path(settings[key]).resolve())
+    if spec.trainer.name == "tfclip":
+        overrides = dict(settings.get("overrides") or {})
+        if "optim.epochs" not in overrides and "optim.epochs" not in spec.space:
+            overrides["optim.epochs"] = spec.fidelity.max
+        if "runtime.threads" not in overrides and "runtime.threads" not in spec.space:
+            overrides["runtime.threads"] = max(1, math.floor(spec.resources.cpu))
+        settings["overrides"] = overrides
+    return settings
+
+
+def _unsupported_options(scheduler: Any, spec: StudySpec) -> str | None:
+    """The first option whose value the core does not implement (None: all fine). Values equal to what the
+    core does anyway (MFHO starting at ``fidelity.min`` and promoting 1/eta) are accepted."""
+    implemented: dict[str, tuple[Any, ...]] = {}
+    if isinstance(scheduler, MfhoSpec):
+        implemented = {
+            "initial_fidelity": (None, spec.fidelity.min),
+            "promote_fraction": (None, 1.0 / spec.fidelity.eta),
+            "max_rounds": (None,),
+        }
+    elif isinstance(scheduler, HyperbandSpec):
+        implemented = {"brackets": (None, spec.fidelity.rung_count())}
+    elif isinstance(scheduler, AshaSpec):
+        implemented = {"brackets": (1,)}
+    for name, values in implemented.items():
+        if getattr(scheduler, name) not in values:
+            return name
+    return None
