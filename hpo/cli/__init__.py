@@ -7,6 +7,7 @@ import typer
 from hpo.cli.data import data_app
 from hpo.cli.evaluate import evaluate
 from hpo.cli.plan import plan
+from hpo.cli.study import best, export, resume, run, status, stop
 from hpo.cli.train import train
 
 app = typer.Typer(
@@ -20,6 +21,8 @@ app.add_typer(data_app, name="data")
 app.command()(train)
 app.command()(evaluate)
 app.command()(plan)
+for command in (run, resume, status, best, export, stop):
+    app.command()(command)
 
 
 def main() -> None:

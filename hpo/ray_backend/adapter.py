@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ray.tune import Stopper
+from ray.tune import Callback, Stopper
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
@@ -28,6 +28,18 @@ from hpo.schedulers.base import Decision, Job
 
 #: Builds the Ray trial config of a job: (job, checkpoint to start from) -> config.
 Payload = Callable[[Job, "str | None"], dict[str, Any]]
+
+
+class NotPickled:
+    """Tuner pickles its search algorithm, scheduler, stopper and callbacks for ``Tuner.restore``, which
+    we never use (the driver's own state file is the resume path). These objects hold the live driver and
+    display, which cannot be pickled, so they pickle as empty shells."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        pass
 
 
 class StudyStop:
@@ -48,15 +60,27 @@ class StudyStop:
         return self.reason is not None
 
 
-class StudyStopper(Stopper):
-    def __init__(self, stop: StudyStop) -> None:
-        self.stop = stop
+class StudyStopper(NotPickled, Stopper):
+    """Stops the whole experiment when ``check()`` says so (trials are never stopped one by one here)."""
+
+    def __init__(self, check: Callable[[], bool]) -> None:
+        self.check = check
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return False
 
     def stop_all(self) -> bool:
-        return self.stop.check()
+        return self.check()
+
+
+class StepCallback(NotPickled, Callback):
+    """Calls ``on_step()`` after every step of Ray Tune's loop (flushes, metadata, the live view)."""
+
+    def __init__(self, on_step: Callable[[], None]) -> None:
+        self.on_step = on_step
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        self.on_step()
 
 
 def error_text(trial: Trial) -> str:
@@ -71,7 +95,7 @@ def error_text(trial: Trial) -> str:
     return "the trial failed (no error message)"
 
 
-class JobSearcher(Searcher):
+class JobSearcher(NotPickled, Searcher):
     """Hands the core's jobs to Ray as new trials, one per free worker."""
 
     def __init__(self, driver: StudyDriver, payload: Payload, concurrency: int, stop: StudyStop) -> None:
@@ -100,7 +124,7 @@ class JobSearcher(Searcher):
         """Nothing to do: :class:`CoreScheduler` has already told the driver."""
 
 
-class CoreScheduler(FIFOScheduler):
+class CoreScheduler(NotPickled, FIFOScheduler):
     """Answers every report with the core's decision (PAUSE and STOP both end the Ray trial)."""
 
     def __init__(self, driver: StudyDriver, searcher: JobSearcher, stop: StudyStop) -> None:
@@ -149,7 +173,7 @@ class CoreScheduler(FIFOScheduler):
             self.driver.fail(job.trial_id, f"the trainer returned before epoch {job.resource}")
 
 
-class RecordingScheduler(TrialScheduler):
+class RecordingScheduler(NotPickled, TrialScheduler):
     """Ray's own scheduler, unchanged, with each decision recorded as a result row."""
 
     def __init__(self, inner: TrialScheduler, record: Callable[[Trial, dict[str, Any], str], None]) -> None:

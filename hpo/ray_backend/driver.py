@@ -228,31 +228,25 @@ class StudyDriver:
         error: str = "",
     ) -> None:
         rung = self.core.rung_of(resource)
-        row: dict[str, Any] = {
-            STUDY: self.spec.name,
-            TRIAL_ID: job.trial_id,
-            CONFIG: config_json(job.config),
-            RESOURCE: resource,
-            VALUE: value,
-            METRIC: self.spec.objective.metric,
-            MODE: self.spec.objective.mode,
-            TIME: round(self.elapsed, 3),
-            TOTAL_RESOURCE: self.total_resource,
-            DECISION: decision.value,
-            BRACKET: job.bracket,
-            RUNG: -1 if rung is None else rung,
-            STATUS: status.value,
-            TIMESTAMP: self.clock(),
-            NODE: node,
-            CHECKPOINT: str(metrics.get("checkpoint") or ""),
-            ERROR: error,
-        }
-        for name, metric_value in metrics.items():
-            if name in ("checkpoint", "epoch") or name.startswith("agvp_"):
-                continue
-            if isinstance(metric_value, (int, float)) and not isinstance(metric_value, bool):
-                row[f"{METRIC_PREFIX}{name}"] = float(metric_value)
-        self._pending.append(row)
+        self._pending.append(
+            make_row(
+                self.spec,
+                trial_id=job.trial_id,
+                config=job.config,
+                resource=resource,
+                value=value,
+                time=self.elapsed,
+                total_resource=self.total_resource,
+                decision=decision.value,
+                bracket=job.bracket,
+                rung=-1 if rung is None else rung,
+                status=status.value,
+                metrics=metrics,
+                node=node,
+                error=error,
+                timestamp=self.clock(),
+            )
+        )
 
     def _after_decision(self) -> None:
         for retired in self.core.drain_stopped():
@@ -334,10 +328,73 @@ class StudyDriver:
         counts["running"] = len(self.running)
         return counts
 
+    def summary(self) -> dict[str, Any]:
+        """What a progress display shows: trials by state, best so far, budget used, rung occupancy."""
+        return {
+            "study": self.spec.name,
+            "counts": self.counts(),
+            "trials": self.core.num_trials,
+            "max_trials": self.spec.budget.max_trials,
+            "best": self.best,
+            "metric": self.spec.objective.metric,
+            "total_resource": self.total_resource,
+            "max_total_resource": self.core.max_total_resource,
+            "max_resource": self.core.max_resource,
+            "elapsed": self.elapsed,
+            "wall_clock": self.spec.budget.wall_clock,
+            "rungs": self.rung_occupancy(),
+        }
+
     def rung_occupancy(self) -> list[tuple[int, int]]:
         """(milestone epochs, trials that reported there) for every milestone."""
         reached = [self.core.resource_of(t) for t in range(self.core.num_trials)]
         return [(m, sum(1 for r in reached if r >= m)) for m in self.core.milestones]
+
+
+def make_row(
+    spec: StudySpec,
+    *,
+    trial_id: int,
+    config: Mapping[str, Any],
+    resource: int,
+    value: float,
+    time: float,
+    total_resource: int,
+    decision: str,
+    bracket: int,
+    rung: int,
+    status: str,
+    metrics: Mapping[str, Any],
+    node: str,
+    error: str,
+    timestamp: float,
+) -> dict[str, Any]:
+    """One result row (:data:`hpo.results.ROW_COLUMNS` + the Ray backend's columns and metrics)."""
+    row: dict[str, Any] = {
+        STUDY: spec.name,
+        TRIAL_ID: trial_id,
+        CONFIG: config_json(config),
+        RESOURCE: resource,
+        VALUE: value,
+        METRIC: spec.objective.metric,
+        MODE: spec.objective.mode,
+        TIME: round(time, 3),
+        TOTAL_RESOURCE: total_resource,
+        DECISION: decision,
+        BRACKET: bracket,
+        RUNG: rung,
+        STATUS: status,
+        TIMESTAMP: timestamp,
+        NODE: node,
+        CHECKPOINT: str(metrics.get("checkpoint") or ""),
+        ERROR: error,
+    }
+    for name, metric_value in metrics.items():
+        if name in ("checkpoint", "epoch") or name.startswith("agvp_"):
+            continue
+        if isinstance(metric_value, (int, float)) and not isinstance(metric_value, bool):
+            row[f"{METRIC_PREFIX}{name}"] = float(metric_value)
+    return row
 
 
 def load_state(path: Path) -> dict[str, Any]:

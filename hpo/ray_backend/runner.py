@@ -30,8 +30,9 @@ from hpo.study.loader import dump_study, load_study
 from hpo.study.spec import StudySpec
 from trainers.errors import AgvpError
 
-#: progress(driver, stop, concurrency): called about twice a second while the study runs.
-Progress = Callable[..., None]
+#: progress(summary): called about twice a second while the study runs, with ``StudyDriver.summary()``
+#: plus ``concurrency`` and ``stopping`` (why the study is stopping early, or None).
+Progress = Callable[[dict[str, Any]], None]
 #: Ray's Unix sockets live under its temp dir; their paths must stay below 108 bytes.
 _MAX_TEMP_DIR = 40
 
@@ -258,50 +259,54 @@ def write_best_yaml(spec: StudySpec, folder: StudyFolder) -> Path | None:
     return folder.best_file
 
 
-def _tune(
-    spec: StudySpec, folder: StudyFolder, driver: StudyDriver, concurrency: int, progress: Progress | None
-) -> str | None:
-    """Run the Tuner until the core has nothing left; returns why it stopped early (None: it finished)."""
-    from ray import tune
-    from ray.tune import Callback
-
-    from hpo.ray_backend.adapter import CoreScheduler, JobSearcher, StudyStop, StudyStopper, throttle
-    from hpo.ray_backend.trainable import run_job
-
-    settings = trainer_settings(spec)
-
-    def payload(job: Job, resume_from: str | None) -> dict[str, Any]:
-        return {
-            AGVP_KEY: {
-                "trial_id": job.trial_id,
-                "trial_dir": str(folder.trial_dir(job.trial_id).resolve()),
-                "trainer": settings,
-                "params": dict(job.config),
-                "metric": spec.objective.metric,
-                "start": job.start,
-                "target": job.resource,
-                "resume_from": resume_from,
-            }
+def trial_payload(
+    spec: StudySpec,
+    folder: StudyFolder,
+    settings: dict[str, Any],
+    *,
+    trial_id: int,
+    params: dict[str, Any],
+    start: int,
+    target: int,
+    resume_from: str | None,
+) -> dict[str, Any]:
+    """The Ray trial config of one job (read by :func:`hpo.ray_backend.trainable.run_job`)."""
+    return {
+        AGVP_KEY: {
+            "trial_id": trial_id,
+            "trial_dir": str(folder.trial_dir(trial_id).resolve()),
+            "trainer": settings,
+            "params": params,
+            "metric": spec.objective.metric,
+            "start": start,
+            "target": target,
+            "resume_from": resume_from,
         }
+    }
 
-    stop = StudyStop(driver, spec.budget.wall_clock, folder.stop_file)
-    searcher = JobSearcher(driver, payload, concurrency, stop)
-    scheduler = CoreScheduler(driver, searcher, stop)
-    display_due, metadata_due = throttle(0.5), throttle(2.0)
 
-    class DriverCallback(Callback):
-        def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
-            driver.maybe_flush()
-            if metadata_due():
-                _write_metadata(folder, driver)
-            if progress is not None and display_due():
-                progress(driver, stop, concurrency)
+def make_tuner(
+    spec: StudySpec,
+    folder: StudyFolder,
+    *,
+    searcher: Any,
+    scheduler: Any,
+    stopper: Any,
+    on_step: Callable[[], None],
+    session: int,
+) -> Any:
+    """The Tuner every backend flavour uses: our trainable with the study's resources and retries, Ray's
+    own loggers and console output off (the CLI draws its own view), storage in ``<study>/ray``."""
+    from ray import tune
+
+    from hpo.ray_backend.adapter import StepCallback
+    from hpo.ray_backend.trainable import run_job
 
     def trial_name(trial: Any) -> str:
         job = trial.config[AGVP_KEY]
         return f"trial{job['trial_id']:05d}-e{job['start']}-{job['target']}"
 
-    tuner = tune.Tuner(
+    return tune.Tuner(
         tune.with_resources(run_job, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}),
         param_space={},
         tune_config=tune.TuneConfig(
@@ -313,19 +318,61 @@ def _tune(
             trial_dirname_creator=trial_name,
         ),
         run_config=tune.RunConfig(
-            name=f"session-{driver.session}",
+            name=f"session-{session}",
             storage_path=str(folder.ray_dir.resolve()),
-            stop=StudyStopper(stop),
+            stop=stopper,
             failure_config=tune.FailureConfig(max_failures=spec.execution.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[DriverCallback()],
+            callbacks=[StepCallback(on_step)],
             verbose=0,
             log_to_file=False,
         ),
     )
+
+
+def _tune(
+    spec: StudySpec, folder: StudyFolder, driver: StudyDriver, concurrency: int, progress: Progress | None
+) -> str | None:
+    """Run the Tuner until the core has nothing left; returns why it stopped early (None: it finished)."""
+    from hpo.ray_backend.adapter import CoreScheduler, JobSearcher, StudyStop, StudyStopper, throttle
+
+    settings = trainer_settings(spec)
+
+    def payload(job: Job, resume_from: str | None) -> dict[str, Any]:
+        return trial_payload(
+            spec,
+            folder,
+            settings,
+            trial_id=job.trial_id,
+            params=dict(job.config),
+            start=job.start,
+            target=job.resource,
+            resume_from=resume_from,
+        )
+
+    stop = StudyStop(driver, spec.budget.wall_clock, folder.stop_file)
+    searcher = JobSearcher(driver, payload, concurrency, stop)
+    display_due, metadata_due = throttle(0.5), throttle(2.0)
+
+    def on_step() -> None:
+        driver.maybe_flush()
+        if metadata_due():
+            _write_metadata(folder, driver)
+        if progress is not None and display_due():
+            progress({**driver.summary(), "concurrency": concurrency, "stopping": stop.reason})
+
+    tuner = make_tuner(
+        spec,
+        folder,
+        searcher=searcher,
+        scheduler=CoreScheduler(driver, searcher, stop),
+        stopper=StudyStopper(stop.check),
+        on_step=on_step,
+        session=driver.session,
+    )
     tuner.fit()
     if progress is not None:
-        progress(driver, stop, concurrency)
+        progress({**driver.summary(), "concurrency": concurrency, "stopping": stop.reason})
     if stop.reason is not None:
         return stop.reason
     if not driver.done:

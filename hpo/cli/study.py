@@ -1,0 +1,330 @@
+"""``agvp-hpo run | resume | status | best | export | stop``: a study's whole life on the command line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from hpo.cli._common import console, fail, user_errors
+
+RootOption = Annotated[
+    Path, typer.Option("--root", help="Results root to find studies by name in (a study path also works).")
+]
+AddressOption = Annotated[
+    str | None, typer.Option("--address", help="Join this Ray cluster (e.g. ray://HEAD:10001 or HEAD:6379).")
+]
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "-"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def render_summary(summary: dict[str, Any]) -> Group:
+    """The live view: trials by state, best so far, budget used, per-rung occupancy."""
+    counts = summary["counts"]
+    states = ", ".join(
+        f"{counts.get(s, 0)} {s}" for s in ("running", "paused", "completed", "stopped", "failed")
+    )
+    best = summary.get("best")
+    best_text = f"{best[0]:.4f} (trial {best[1]} at {best[2]} epochs)" if best else "-"
+    epochs = summary["total_resource"]
+    limit = summary.get("max_total_resource")
+    fbe = epochs / summary["max_resource"]
+    budget = f"{epochs} epochs ({fbe:.1f} full-budget equivalents)" + (f" of {limit}" if limit else "")
+    trials = f"{summary['trials']}" + (f"/{summary['max_trials']}" if summary.get("max_trials") else "")
+    clock = _duration(summary["elapsed"]) + (
+        f" of {_duration(summary['wall_clock'])}" if summary.get("wall_clock") else ""
+    )
+    head = Text.from_markup(
+        f"[bold]{summary['study']}[/]  trials {trials}: {states}\n"
+        f"best {summary['metric']}: [bold green]{best_text}[/]\n"
+        f"budget: {budget}; time {clock}; {summary.get('concurrency', '?')} at once"
+        + (f"\n[yellow]stopping: {summary['stopping']}[/]" if summary.get("stopping") else "")
+    )
+    rungs = Table(title="trials per rung", title_justify="left")
+    rungs.add_column("epochs", justify="right")
+    rungs.add_column("trials", justify="right")
+    for milestone, reached in summary["rungs"]:
+        rungs.add_row(str(milestone), str(reached))
+    return Group(head, rungs)
+
+
+def best_table(best: Any, metric: str, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("rank", "trial", "status", "epochs", metric, "parameters"):
+        table.add_column(column, justify="left" if column in ("status", "parameters") else "right")
+    for rank, row in enumerate(best.itertuples(index=False), start=1):
+        params = ", ".join(f"{k}={_short(v)}" for k, v in row.params.items())
+        table.add_row(str(rank), str(row.trial_id), row.status, str(row.resource), f"{row.value:.4f}", params)
+    return table
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _finish_report(folder: Any, spec: Any) -> None:
+    from hpo.study.analysis import best_trials
+
+    best = best_trials(folder.store.read(), spec.objective.mode, k=5)
+    if best.empty:
+        console.print("no trial reported a value")
+        return
+    console.print(best_table(best, spec.objective.metric, f"best {len(best)} of study {spec.name}"))
+    if folder.best_file.is_file():
+        console.print(f"best configuration: {folder.best_file}")
+
+
+def _progress_view() -> tuple[Live, Any]:
+    live = Live(console=console, refresh_per_second=2, transient=False)
+
+    def update(summary: dict[str, Any]) -> None:
+        live.update(render_summary(summary))
+
+    return live, update
+
+
+def run(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="Study file (see search_spaces/).")],
+    name: Annotated[str | None, typer.Option("--name", help="Study name (default: the file's name).")] = None,
+    address: AddressOption = None,
+) -> None:
+    """Run a study: trials on Ray Tune at increasing epoch budgets; results in <storage.root>/<name>/."""
+    from hpo.ray_backend.runner import run_study
+    from hpo.study import load_study, resolve_study_path
+
+    with user_errors():
+        spec = load_study(resolve_study_path(spec_path))
+        if name is not None:
+            spec = type(spec).model_validate({**spec.to_dict(), "name": name})
+        live, update = _progress_view()
+        with live:
+            outcome = run_study(spec, address=address, progress=update)
+    console.print(
+        f"study {spec.name} {outcome.status} ({outcome.reason}) in {_duration(outcome.elapsed)}: "
+        f"{outcome.trials} trials, {outcome.total_resource} epochs; results in {outcome.folder.path}"
+    )
+    _finish_report(outcome.folder, spec)
+
+
+def resume(
+    study: Annotated[str, typer.Argument(help="Study folder or name.")],
+    root: RootOption = Path("results"),
+    address: AddressOption = None,
+) -> None:
+    """Continue a stopped or killed study from its saved scheduler state and checkpoints."""
+    from hpo.ray_backend.runner import resume_study
+    from hpo.study import load_study
+    from hpo.study.folder import find_study
+
+    with user_errors():
+        folder = find_study(study, root)
+        live, update = _progress_view()
+        with live:
+            outcome = resume_study(folder, address=address, progress=update)
+        spec = load_study(folder.spec_file)
+    console.print(
+        f"study {spec.name} {outcome.status} ({outcome.reason}) after {_duration(outcome.elapsed)} in all: "
+        f"{outcome.trials} trials, {outcome.total_resource} epochs"
+    )
+    _finish_report(outcome.folder, spec)
+
+
+def _study_status(metadata: dict[str, Any]) -> str:
+    from hpo.study.folder import driver_alive
+
+    status = str(metadata.get("status", "?"))
+    if status == "running" and driver_alive(metadata) is False:
+        return "interrupted"  # the driver died without closing the study: resume it
+    return status
+
+
+def _when(timestamp: Any) -> str:
+    if not isinstance(timestamp, (int, float)):
+        return "-"
+    return dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def status(
+    study: Annotated[str | None, typer.Argument(help="Study folder or name (default: list all).")] = None,
+    root: RootOption = Path("results"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """List studies under --root, or show one study: trials by state, best so far, budget, rungs."""
+    from hpo.study.analysis import best_trials, trial_table
+    from hpo.study.folder import find_study, list_studies
+
+    with user_errors():
+        if study is None:
+            folders = list_studies(root)
+            rows = []
+            for folder in folders:
+                metadata = folder.store.read_metadata()
+                best = metadata.get("best") or {}
+                rows.append(
+                    {
+                        "name": folder.name,
+                        "status": _study_status(metadata),
+                        "trials": metadata.get("trials", {}),
+                        "best": best.get("value"),
+                        "budget_used": metadata.get("budget_used", {}),
+                        "started": metadata.get("started"),
+                        "updated": metadata.get("updated"),
+                    }
+                )
+            if as_json:
+                console.print_json(json.dumps(rows))
+                return
+            if not rows:
+                console.print(f"no studies under {root}")
+                return
+            table = Table(title=f"studies under {root}", title_justify="left")
+            for column in ("study", "status", "trials", "best", "epochs", "started", "updated"):
+                table.add_column(column)
+            for row in rows:
+                trials = ", ".join(f"{n} {s}" for s, n in row["trials"].items() if n)
+                best = f"{row['best']:.4f}" if isinstance(row["best"], float) else "-"
+                epochs = str(row["budget_used"].get("epochs", "-"))
+                table.add_row(
+                    row["name"],
+                    row["status"],
+                    trials,
+                    best,
+                    epochs,
+                    _when(row["started"]),
+                    _when(row["updated"]),
+                )
+            console.print(table)
+            return
+        folder = find_study(study, root)
+        metadata = folder.store.read_metadata()
+        spec = metadata.get("spec", {})
+        objective = spec.get("objective", {"metric": "value", "mode": "max"})
+        rows = folder.store.read()
+        state = _study_status(metadata)
+        trials = trial_table(rows, finished=state == "finished")
+        best = best_trials(rows, objective["mode"], k=5)
+        if as_json:
+            payload = {
+                "name": folder.name,
+                "status": state,
+                "reason": metadata.get("reason"),
+                "error": metadata.get("error"),
+                "budget_used": metadata.get("budget_used"),
+                "trials": trials["status"].value_counts().to_dict() if not trials.empty else {},
+                "best": best.to_dict(orient="records"),
+            }
+            console.print_json(json.dumps(payload, default=str))
+            return
+        counts = trials["status"].value_counts().to_dict() if not trials.empty else {}
+        used = metadata.get("budget_used", {})
+        console.print(
+            f"[bold]{folder.name}[/]: {state}"
+            + (f" ({metadata['reason']})" if metadata.get("reason") else "")
+            + (f" - [red]{metadata['error']}[/]" if metadata.get("error") else "")
+        )
+        console.print(
+            f"trials: {', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'none yet'}; "
+            f"budget used: {used.get('epochs', 0)} epochs, {_duration(used.get('seconds'))}; "
+            f"started {_when(metadata.get('started'))}, updated {_when(metadata.get('updated'))}"
+        )
+        if not rows.empty:
+            occupancy = Table(title="rungs", title_justify="left")
+            for column in ("rung", "epochs", "trials reported"):
+                occupancy.add_column(column, justify="right")
+            rung_rows = rows[rows["rung"] >= 0]
+            for rung, group in rung_rows.groupby("rung"):
+                occupancy.add_row(
+                    str(rung), str(int(group["resource"].iloc[0])), str(group["trial_id"].nunique())
+                )
+            console.print(occupancy)
+        if not best.empty:
+            console.print(best_table(best, objective["metric"], "best so far"))
+
+
+def best(
+    study: Annotated[str, typer.Argument(help="Study folder or name.")],
+    k: Annotated[int, typer.Option("--k", min=1, help="How many configurations.")] = 5,
+    as_yaml: Annotated[bool, typer.Option("--yaml", help="Print the best configuration as YAML.")] = False,
+    retrain: Annotated[
+        bool, typer.Option("--retrain", help="Train the best configuration at full budget, then evaluate it.")
+    ] = False,
+    root: RootOption = Path("results"),
+) -> None:
+    """The best configurations of a study; --yaml prints the best one as a config `agvp-hpo train` takes."""
+    from hpo.study import load_study
+    from hpo.study.analysis import best_config_yaml, best_trials
+    from hpo.study.folder import find_study
+
+    with user_errors():
+        folder = find_study(study, root)
+        spec = load_study(folder.spec_file)
+        ranked = best_trials(folder.store.read(), spec.objective.mode, k=k)
+        if ranked.empty:
+            raise fail(f"study {spec.name} has no trial with a value yet")
+        text = best_config_yaml(spec, ranked.iloc[0]["params"])
+        if as_yaml:
+            typer.echo(text, nl=False)
+            return
+        console.print(best_table(ranked, spec.objective.metric, f"best {len(ranked)} of study {spec.name}"))
+        if not retrain:
+            return
+        if spec.trainer.name != "tfclip":
+            raise fail(f"--retrain needs trainer 'tfclip', but study {spec.name} uses {spec.trainer.name!r}")
+        config_path = folder.path / "retrain" / "config-best.yaml"
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(text, encoding="utf-8")
+    from hpo.cli.evaluate import evaluate
+    from hpo.cli.train import train
+
+    run_dir = folder.path / "retrain" / "run"
+    console.print(f"retraining trial {ranked.iloc[0]['trial_id']} at {spec.fidelity.max} epochs -> {run_dir}")
+    train(config_path, epochs=spec.fidelity.max, out=run_dir, resume=None, data=None, set_=None)
+    evaluate(
+        run_dir,
+        data=spec.trainer.data,
+        json_out=folder.path / "retrain" / "test-report.json",
+        submission=folder.path / "retrain" / "submission.csv",
+    )
+
+
+def export(
+    study: Annotated[str, typer.Argument(help="Study folder or name.")],
+    to: Annotated[Path, typer.Option("--to", help="Parquet file to write (all result rows).")],
+    root: RootOption = Path("results"),
+) -> None:
+    """Write every result row of a study to one Parquet file."""
+    from hpo.study.folder import find_study
+
+    with user_errors():
+        if to.suffix != ".parquet":
+            raise fail(f"--to {to} must end in .parquet")
+        folder = find_study(study, root)
+        path = folder.store.export(to)
+    console.print(f"wrote {len(folder.store.read())} rows to {path}")
+
+
+def stop(
+    study: Annotated[str, typer.Argument(help="Study folder or name.")],
+    root: RootOption = Path("results"),
+) -> None:
+    """Ask a running study to stop (its driver stops at its next step; resume continues it)."""
+    from hpo.study.folder import find_study
+
+    with user_errors():
+        folder = find_study(study, root)
+        folder.stop_file.write_text("stop requested\n", encoding="utf-8")
+    console.print(f"stop requested for study {folder.name}")
