@@ -193,18 +193,6 @@ def run_native(spec: StudySpec, folder: StudyFolder, *, address: str | None, pro
     check_inputs(spec)
     if folder.exists():
         raise RunError(f"study {spec.name!r} already exists in {folder.path}; pass --name NEW")
-    folder.path.mkdir(parents=True, exist_ok=True)
-    folder.spec_file.write_text(dump_study(spec), encoding="utf-8")
-    folder.store.write_metadata(
-        {
-            "name": spec.name,
-            "spec": spec.to_dict(),
-            "started": time.time(),
-            "status": "running",
-            "sessions": 1,
-        }
-        | driver_identity()
-    )
     recorder = NativeRecorder(spec, folder)
     settings = trainer_settings(spec)
     budget = max_total_epochs(spec)
@@ -234,64 +222,88 @@ def run_native(spec: StudySpec, folder: StudyFolder, *, address: str | None, pro
 
     display_due = throttle(0.5)
     error: BaseException | None = None
+    import ray
+
+    start_ray(spec, folder, address)
     try:
-        start_ray(spec, folder, address)
+        concurrency = cluster_concurrency(spec)  # before any file is written
+        folder.path.mkdir(parents=True, exist_ok=True)
+        folder.spec_file.write_text(dump_study(spec), encoding="utf-8")
+        folder.store.write_metadata(
+            {
+                "name": spec.name,
+                "spec": spec.to_dict(),
+                "started": time.time(),
+                "status": "running",
+                "sessions": 1,
+            }
+            | driver_identity()
+        )
+
+        def on_step() -> None:
+            recorder.flush()
+            if progress is not None and display_due():
+                progress({**recorder.summary(), "concurrency": concurrency, "stopping": None})
+
+        tuner = make_tuner(
+            spec,
+            folder,
+            searcher=ConfigSearcher(recorder, payload, limit),
+            scheduler=RecordingScheduler(ray_scheduler(spec), recorder.record),
+            stopper=StudyStopper(limit),
+            on_step=on_step,
+            session=1,
+        )
         try:
-            concurrency = cluster_concurrency(spec)
-
-            def on_step() -> None:
-                recorder.flush()
-                if progress is not None and display_due():
-                    progress({**recorder.summary(), "concurrency": concurrency, "stopping": None})
-
-            tuner = make_tuner(
-                spec,
-                folder,
-                searcher=ConfigSearcher(recorder, payload, limit),
-                scheduler=RecordingScheduler(ray_scheduler(spec), recorder.record),
-                stopper=StudyStopper(limit),
-                on_step=on_step,
-                session=1,
-            )
             tuner.fit()
         finally:
-            import ray
-
             ray.shutdown()
     except BaseException as raised:
         error = raised
+        ray.shutdown()
         raise
     finally:
-        recorder.flush(force=True)
-        summary = recorder.summary()
-        status = (
-            "failed" if error is not None else ("stopped" if reason and "stop" in reason[0] else "finished")
-        )
-        folder.store.update_metadata(
-            status=status,
-            reason=reason[0] if reason else ("budget spent" if error is None else None),
-            error=None if error is None else f"{type(error).__name__}: {error}",
-            ended=time.time(),
-            updated=time.time(),
-            budget_used={
-                "epochs": recorder.total_resource,
-                "fbe": round(recorder.total_resource / spec.fidelity.max, 3),
-                "trials": summary["trials"],
-                "seconds": round(recorder.elapsed, 1),
-            },
-            trials=summary["counts"],
-            best=(
-                {"value": recorder.best[0], "trial_id": recorder.best[1], "resource": recorder.best[2]}
-                if recorder.best
-                else None
-            ),
-        )
+        if folder.exists():
+            _close(folder, recorder, spec, reason, error)
     write_best_yaml(spec, folder)
+    folder.store.compact()
     return StudyOutcome(
         folder,
-        "finished",
+        "stopped" if reason and "stop" in reason[0] else "finished",
         reason[0] if reason else "budget spent",
         recorder.elapsed,
         recorder.total_resource,
         len(recorder.configs),
+    )
+
+
+def _close(
+    folder: StudyFolder,
+    recorder: NativeRecorder,
+    spec: StudySpec,
+    reason: list[str],
+    error: BaseException | None,
+) -> None:
+    """Flush the rows and write the final metadata (also when the run failed)."""
+    recorder.flush(force=True)
+    summary = recorder.summary()
+    status = "failed" if error is not None else ("stopped" if reason and "stop" in reason[0] else "finished")
+    folder.store.update_metadata(
+        status=status,
+        reason=reason[0] if reason else ("budget spent" if error is None else None),
+        error=None if error is None else f"{type(error).__name__}: {error}",
+        ended=time.time(),
+        updated=time.time(),
+        budget_used={
+            "epochs": recorder.total_resource,
+            "fbe": round(recorder.total_resource / spec.fidelity.max, 3),
+            "trials": summary["trials"],
+            "seconds": round(recorder.elapsed, 1),
+        },
+        trials=summary["counts"],
+        best=(
+            {"value": recorder.best[0], "trial_id": recorder.best[1], "resource": recorder.best[2]}
+            if recorder.best
+            else None
+        ),
     )

@@ -168,53 +168,56 @@ def run_study(
     check_inputs(spec)
     driver = StudyDriver(spec, folder, core)
     if resume:
-        driver.restore(load_state(folder.state_file))
-        folder.stop_file.unlink(missing_ok=True)
-    else:
-        if folder.exists():
-            raise RunError(
-                f"study {spec.name!r} already exists in {folder.path}; resume it with "
-                f"`agvp-hpo resume {folder.path}`, or pass --name NEW"
-            )
-        folder.path.mkdir(parents=True, exist_ok=True)
-        folder.spec_file.write_text(dump_study(spec), encoding="utf-8")
-        folder.store.write_metadata(
-            {"name": spec.name, "spec": spec.to_dict(), "started": time.time(), "sessions": 0}
+        state = load_state(folder.state_file)
+    elif folder.exists():
+        raise RunError(
+            f"study {spec.name!r} already exists in {folder.path}; resume it with "
+            f"`agvp-hpo resume {folder.path}`, or pass --name NEW"
         )
-        driver.snapshot()
-    metadata = folder.store.read_metadata()
-    _write_metadata(
-        folder,
-        driver,
-        status="running",
-        error=None,
-        ended=None,
-        reason=None,
-        sessions=int(metadata.get("sessions", 0)) + 1,
-        **driver_identity(),
-    )
-    try:
-        start_ray(spec, folder, address)
-        try:
-            concurrency = cluster_concurrency(spec)
-            reason = _tune(spec, folder, driver, concurrency, progress)
-        finally:
-            import ray
+    import ray
 
-            ray.shutdown()
-    except BaseException as error:
-        driver.maybe_flush(force=True)
-        interrupted = isinstance(error, KeyboardInterrupt)
+    start_ray(spec, folder, address)
+    try:
+        concurrency = cluster_concurrency(spec)  # before any file is written: a bad request leaves nothing
+        if resume:
+            driver.restore(state)
+            folder.stop_file.unlink(missing_ok=True)
+        else:
+            folder.path.mkdir(parents=True, exist_ok=True)
+            folder.spec_file.write_text(dump_study(spec), encoding="utf-8")
+            folder.store.write_metadata(
+                {"name": spec.name, "spec": spec.to_dict(), "started": time.time(), "sessions": 0}
+            )
+            driver.snapshot()
+        metadata = folder.store.read_metadata()
         _write_metadata(
             folder,
             driver,
-            status="stopped" if interrupted else "failed",
-            reason="interrupted" if interrupted else None,
-            error=None if interrupted else f"{type(error).__name__}: {error}",
-            ended=time.time(),
+            status="running",
+            error=None,
+            ended=None,
+            reason=None,
+            sessions=int(metadata.get("sessions", 0)) + 1,
+            **driver_identity(),
         )
-        raise
+        try:
+            reason = _tune(spec, folder, driver, concurrency, progress)
+        except BaseException as error:
+            driver.maybe_flush(force=True)
+            interrupted = isinstance(error, KeyboardInterrupt)
+            _write_metadata(
+                folder,
+                driver,
+                status="stopped" if interrupted else "failed",
+                reason="interrupted" if interrupted else None,
+                error=None if interrupted else f"{type(error).__name__}: {error}",
+                ended=time.time(),
+            )
+            raise
+    finally:
+        ray.shutdown()
     driver.maybe_flush(force=True)
+    folder.store.compact()
     status = "finished" if reason is None else "stopped"
     _write_metadata(folder, driver, status=status, reason=reason or "budget spent", ended=time.time())
     write_best_yaml(spec, folder)

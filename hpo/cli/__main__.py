@@ -1,0 +1,5 @@
+"""``python -m hpo.cli`` = ``agvp-hpo``."""
+
+from hpo.cli import main
+
+main()

@@ -1,0 +1,255 @@
+"""The Ray Tune backend end to end: real Ray (a local instance per study), the real TF-CLIP trainer on a tiny
+dataset, and the synthetic trainer where a failure must be injected.
+
+Ray's temp dir holds Unix sockets whose paths must stay short, so studies here live in a short folder made
+under the system temp dir for each test and removed after it (with Ray shut down).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from hpo.cli import app
+from hpo.ray_backend.runner import RunError, run_study
+from hpo.study import parse_study
+from hpo.study.folder import StudyFolder
+from trainers.tfclip.config import load_config
+
+runner = CliRunner()
+TINY_OVERRIDES = {
+    "data.batch.p": 4,
+    "data.batch.k": 2,
+    "data.split.fraction": 0.3,
+    "runtime.eval_batch_size": 64,
+}
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix="agvp-", dir="/tmp"))
+    try:
+        yield folder
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _tiny_study(root: Path, data: Path, **changes: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "name": "tiny",
+        "space": {
+            "optim.lr": {"loguniform": [3.0e-4, 3.0e-3]},
+            "loss.triplet_margin": {"uniform": [0.1, 0.5]},
+        },
+        "fidelity": {"min": 1, "max": 4, "eta": 2},  # rungs at 1, 2, 4 epochs
+        "scheduler": {"kind": "asha"},  # promotion: trials pause at every rung and resume later
+        "searcher": {"kind": "random", "seed": 3},
+        "budget": {"max_trials": 4},
+        "resources": {"cpu": 1},
+        "execution": {"cpus": 2},
+        "trainer": {"name": "tfclip", "preset": "tiny-cpu", "data": str(data), "overrides": TINY_OVERRIDES},
+        "storage": {"root": str(root / "results")},
+    }
+    raw.update(changes)
+    return raw
+
+
+def _epochs_are_exact(rows: pd.DataFrame) -> None:
+    """Per trial the reported epochs are 1, 2, 3, ...: a resumed job continues at the next epoch, never
+    restarts (which would report an epoch twice) and never skips one."""
+    reports = rows[rows["status"] != "failed"]
+    for trial_id, group in reports.groupby("trial_id"):
+        assert list(group["resource"]) == list(range(1, len(group) + 1)), f"trial {trial_id}"
+
+
+def test_study_runs_to_completion_and_paused_trials_resume_at_their_epoch(
+    short_tmp: Path, small_root: Path
+) -> None:
+    spec = parse_study(_tiny_study(short_tmp, small_root))
+    outcome = run_study(spec)
+    assert outcome.status == "finished" and outcome.trials == 4
+    folder = StudyFolder.of(short_tmp / "results", "tiny")
+    rows = folder.store.read()
+    _epochs_are_exact(rows)
+    # ASHA (promotion) paused every trial at epoch 1; the best were resumed at epoch 2 by a new Ray trial.
+    paused = rows[rows["decision"] == "pause"]
+    assert set(paused[paused["resource"] == 1]["trial_id"]) == {0, 1, 2, 3}
+    resumed = rows[(rows["resource"] == 2)]["trial_id"].tolist()
+    assert resumed, "no trial was promoted"
+    assert rows["total_resource"].iloc[-1] == outcome.total_resource == len(rows)
+    metadata = folder.store.read_metadata()
+    assert metadata["status"] == "finished" and metadata["budget_used"]["epochs"] == outcome.total_resource
+    assert metadata["best"]["resource"] == rows["resource"].max()
+    # The best configuration is a trainer config that `agvp-hpo train` reads as is.
+    config = load_config(folder.best_file)
+    assert config.optim.epochs == 4 and str(config.data.root) == str(small_root.resolve())
+    # Trials that will never run again left no checkpoint behind; the completed one kept its last.
+    for trial_id in range(4):
+        last = rows[rows["trial_id"] == trial_id].iloc[-1]
+        kept = folder.trial_dir(trial_id).exists()
+        assert kept == (last["status"] in ("completed", "paused")), trial_id
+    completed = rows[rows["status"] == "completed"].iloc[-1]
+    assert Path(completed["checkpoint"]).is_file()
+
+    # The CLI reads the same folder.
+    shown = runner.invoke(app, ["status", "tiny", "--root", str(short_tmp / "results")])
+    assert shown.exit_code == 0, shown.output
+    assert "finished" in shown.output and "best so far" in shown.output
+    listed = runner.invoke(app, ["status", "--root", str(short_tmp / "results"), "--json"])
+    assert listed.exit_code == 0 and '"tiny"' in listed.output
+    best = runner.invoke(app, ["best", str(folder.path), "--yaml"])
+    assert best.exit_code == 0 and yaml.safe_load(best.output)["preset"] == "tiny-cpu"
+    exported = runner.invoke(app, ["export", str(folder.path), "--to", str(short_tmp / "all.parquet")])
+    assert exported.exit_code == 0, exported.output
+    assert len(pd.read_parquet(short_tmp / "all.parquet")) == len(rows)
+
+
+def test_failed_trials_are_recorded_and_the_study_goes_on(short_tmp: Path) -> None:
+    """A trainer that raises is retried from its checkpoint (max_failures), then recorded as failed; a
+    non-finite loss is recorded as failed at once. The other trials complete."""
+    raw = {
+        "name": "faulty",
+        "space": {
+            "x": {"uniform": [0.0, 1.0]},
+            "crash": {"choice": [False, True]},
+            "diverge": {"choice": [False, True]},
+        },
+        "fidelity": {"min": 1, "max": 3, "eta": 3},
+        "scheduler": "fifo",
+        "searcher": {"seed": 1},
+        "budget": {"max_trials": 8},
+        "resources": {"cpu": 1},
+        "execution": {"cpus": 2, "max_failures": 1},
+        "trainer": {"name": "synthetic", "overrides": {"crash_epoch": 2}},
+        "storage": {"root": str(short_tmp / "results")},
+    }
+    outcome = run_study(parse_study(raw))
+    assert outcome.status == "finished" and outcome.trials == 8
+    folder = StudyFolder.of(short_tmp / "results", "faulty")
+    rows = folder.store.read()
+    trials = {int(t): group for t, group in rows.groupby("trial_id")}
+    failures = 0
+    for trial_id, group in trials.items():
+        params = yaml.safe_load(group["config"].iloc[0])
+        last = group.iloc[-1]
+        if params["diverge"] or params["crash"]:
+            failures += 1
+            assert last["status"] == "failed", trial_id
+            assert last["resource"] == 1  # epoch 1 was reported, epoch 2 never was
+            expected = "synthetic crash at epoch 2" if params["crash"] and not params["diverge"] else ""
+            assert expected in last["error"]
+            if params["diverge"] and not params["crash"]:
+                assert "non-finite loss" in last["error"]
+        else:
+            assert last["status"] == "completed" and list(group["resource"]) == [1, 2, 3]
+    assert 0 < failures < 8
+    assert folder.store.read_metadata()["trials"]["failed"] == failures
+
+
+def test_resources_no_node_has_fail_fast(short_tmp: Path, small_root: Path) -> None:
+    spec = parse_study(_tiny_study(short_tmp, small_root, resources={"cpu": 1, "gpu": 1}))
+    with pytest.raises(RunError, match=r"resources.gpu is 1 per trial, but no Ray node has that many GPUs"):
+        run_study(spec)
+    assert not (short_tmp / "results" / "tiny").exists()  # nothing half-written
+
+
+def test_ray_asha_baseline_runs(short_tmp: Path) -> None:
+    raw = {
+        "name": "baseline",
+        "space": {"x": {"uniform": [0.0, 1.0]}},
+        "fidelity": {"min": 1, "max": 9, "eta": 3},
+        "scheduler": "ray-asha",
+        "budget": {"max_trials": 6},
+        "execution": {"cpus": 2},
+        "trainer": {"name": "synthetic"},
+        "storage": {"root": str(short_tmp / "results")},
+    }
+    outcome = run_study(parse_study(raw))
+    assert outcome.trials == 6
+    rows = StudyFolder.of(short_tmp / "results", "baseline").store.read()
+    _epochs_are_exact(rows)
+    assert set(rows["decision"]) <= {"continue", "stop"}  # Ray's ASHA stops, never pauses
+    assert (rows["status"] == "completed").any()
+
+
+def test_kill_minus_nine_then_resume_loses_nothing(short_tmp: Path, small_root: Path) -> None:
+    """Kill the driver mid-study, resume: every row written before the kill is still there, each report
+    appears once, resumed trials continue at their exact epoch, and the rungs match the rows."""
+    raw = _tiny_study(short_tmp, small_root, name="killed", budget={"max_trials": 6})
+    spec_file = short_tmp / "killed.yaml"
+    spec_file.write_text(yaml.safe_dump(raw))
+    command = [sys.executable, "-m", "hpo.cli", "run", str(spec_file)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        command,
+        cwd=short_tmp,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    folder = StudyFolder.of(short_tmp / "results", "killed")
+    deadline = time.monotonic() + 240
+    before = pd.DataFrame()
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if folder.path.exists():
+                before = folder.store.read()
+                if len(before) >= 5:
+                    break
+            time.sleep(0.2)
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        assert len(before) >= 5, "the study did not get going"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        time.sleep(1.0)
+        try:  # the Ray processes the killed driver started go down with it, as on a crashed machine
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    before = folder.store.read()  # what the killed driver had written
+    assert folder.store.read_metadata()["status"] == "running"
+    shown = runner.invoke(app, ["status", str(folder.path)])
+    assert "interrupted" in shown.output
+
+    resumed = runner.invoke(app, ["resume", str(folder.path)])
+    assert resumed.exit_code == 0, resumed.output
+    after = folder.store.read()
+    key = ["trial_id", "resource", "decision", "value"]
+    merged = before[key].merge(after[key], how="left", indicator=True)
+    assert (merged["_merge"] == "both").all(), "a row written before the kill is missing"
+    reports = after[after["status"] != "failed"]
+    assert not reports.duplicated(["trial_id", "resource"]).any()
+    _epochs_are_exact(after)
+    metadata = folder.store.read_metadata()
+    assert metadata["status"] == "finished" and metadata["sessions"] == 2
+    # Rungs intact: the restored ASHA rung of each milestone holds exactly the trials whose rows reached it.
+    import json
+
+    state = json.loads(folder.state_file.read_text())
+    rungs = state["core"]["extra"]["rungs"]
+    for k, members in enumerate(rungs):
+        milestone = [1, 2][k]
+        reached = set(after[after["resource"] == milestone]["trial_id"])
+        assert set(members) == reached, (milestone, members, reached)
+    assert all(
+        t["status"] in ("completed", "stopped", "paused", "failed") for _, t in state["core"]["trials"]
+    )
