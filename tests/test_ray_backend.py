@@ -7,6 +7,8 @@ under the system temp dir for each test and removed after it (with Ray shut down
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -221,10 +223,9 @@ def test_kill_minus_nine_then_resume_loses_nothing(short_tmp: Path, small_root: 
         process.wait(timeout=30)
     finally:
         time.sleep(1.0)
-        try:  # the Ray processes the killed driver started go down with it, as on a crashed machine
+        # The Ray processes the killed driver started go down with it, as on a crashed machine.
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     before = folder.store.read()  # what the killed driver had written
     assert folder.store.read_metadata()["status"] == "running"
     shown = runner.invoke(app, ["status", str(folder.path)])
@@ -242,8 +243,6 @@ def test_kill_minus_nine_then_resume_loses_nothing(short_tmp: Path, small_root: 
     metadata = folder.store.read_metadata()
     assert metadata["status"] == "finished" and metadata["sessions"] == 2
     # Rungs intact: the restored ASHA rung of each milestone holds exactly the trials whose rows reached it.
-    import json
-
     state = json.loads(folder.state_file.read_text())
     rungs = state["core"]["extra"]["rungs"]
     for k, members in enumerate(rungs):

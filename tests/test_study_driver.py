@@ -96,7 +96,7 @@ def test_journal_survives_a_crash_before_the_store_write(tmp_path: Path) -> None
     """Rows reported but not yet in the store live in state.json; a resume writes them exactly once."""
     clock = Clock()
     driver = _driver(tmp_path, clock)
-    for trial in range(2):
+    for _ in range(2):
         driver.next_job()
     _report(driver, 0, 1, 0.3)
     clock.now += 5
