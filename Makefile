@@ -26,12 +26,9 @@ $(STAMP): pyproject.toml | $(PY)
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/agvp-hpo data synth $(DEMO_DIR)/data --overwrite
-	$(VENV)/bin/agvp-hpo data inspect $(DEMO_DIR)/data
-	rm -rf $(DEMO_DIR)/run
-	$(VENV)/bin/agvp-hpo train configs/tiny-cpu.yaml --data $(DEMO_DIR)/data --out $(DEMO_DIR)/run
-	$(VENV)/bin/agvp-hpo evaluate $(DEMO_DIR)/run --data $(DEMO_DIR)/data --flip \
-		--submission $(DEMO_DIR)/submission.csv --json-out $(DEMO_DIR)/report.json
+	@test -d $(DEMO_DIR)/data || $(VENV)/bin/agvp-hpo data synth $(DEMO_DIR)/data
+	rm -rf $(DEMO_DIR)/results/demo
+	$(VENV)/bin/agvp-hpo run search_spaces/demo.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

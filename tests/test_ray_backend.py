@@ -121,6 +121,12 @@ def test_study_runs_to_completion_and_paused_trials_resume_at_their_epoch(
     exported = runner.invoke(app, ["export", str(folder.path), "--to", str(short_tmp / "all.parquet")])
     assert exported.exit_code == 0, exported.output
     assert len(pd.read_parquet(short_tmp / "all.parquet")) == len(rows)
+    # --retrain: the best configuration at full budget, then the test protocol.
+    retrained = runner.invoke(app, ["best", str(folder.path), "--k", "2", "--retrain"])
+    assert retrained.exit_code == 0, retrained.output
+    report = json.loads((folder.path / "retrain" / "test-report.json").read_text())
+    assert "overall" in json.dumps(report)
+    assert (folder.path / "retrain" / "submission.csv").is_file()
 
 
 def test_failed_trials_are_recorded_and_the_study_goes_on(short_tmp: Path) -> None:

@@ -31,23 +31,18 @@ from trainers.data.split import ValidationSplit, validation_views
 from trainers.errors import AgvpError
 from trainers.evaluation.extract import extract_features
 from trainers.evaluation.protocol import evaluate_views
-from trainers.protocol import NonFiniteLossError, Report
+from trainers.protocol import CHECKPOINT_FILE, CheckpointError, NonFiniteLossError, Report
 from trainers.tfclip.config import TrainerConfig, config_to_yaml
 from trainers.tfclip.losses import ReIDTask
 from trainers.tfclip.memory import identity_memory
 from trainers.tfclip.model import TFCLIP
 from trainers.tfclip.optim import build_optimizer, centralize_gradients, parameter_groups, set_epoch_lr
 
-CHECKPOINT_FILE = "checkpoint.pt"
 SPLIT_FILE = "split.json"
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FORMAT = "agvp-tfclip-1"
 
 Progress = Callable[[str, int, int, float], None]
-
-
-class CheckpointError(AgvpError):
-    """A checkpoint is missing, unreadable, or belongs to a different configuration."""
 
 
 def resolve_device(name: str) -> torch.device:

@@ -21,6 +21,12 @@ from typing import Any, Protocol
 from trainers.errors import AgvpError
 
 Report = Callable[[dict[str, Any]], None]
+#: The file a trainer writes in its checkpoint folder after every epoch.
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class CheckpointError(AgvpError):
+    """A checkpoint is missing, unreadable, or belongs to a different configuration."""
 
 
 class NonFiniteLossError(AgvpError):

@@ -23,8 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from trainers.engine import CHECKPOINT_FILE, CheckpointError
-from trainers.protocol import NonFiniteLossError, Report
+from trainers.protocol import CHECKPOINT_FILE, CheckpointError, NonFiniteLossError, Report
 
 
 def quality(params: Mapping[str, Any]) -> float:

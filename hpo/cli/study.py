@@ -84,8 +84,24 @@ def _finish_report(folder: Any, spec: Any) -> None:
         console.print("no trial reported a value")
         return
     console.print(best_table(best, spec.objective.metric, f"best {len(best)} of study {spec.name}"))
+    spread = rung_spread(folder.store.read())
+    if spread is not None:
+        epochs, count, high, low = spread
+        console.print(
+            f"at {epochs} epoch(s), where all {count} trials were measured, {spec.objective.metric} ranged "
+            f"from {low:.4f} to {high:.4f}"
+        )
     if folder.best_file.is_file():
         console.print(f"best configuration: {folder.best_file}")
+
+
+def rung_spread(rows: Any) -> tuple[int, int, float, float] | None:
+    """(epochs, trials, highest, lowest value) at the first milestone, where every trial was measured."""
+    first = rows[(rows["rung"] == 0) & rows["value"].notna()] if not rows.empty else rows
+    if first.empty or first["trial_id"].nunique() < 2:
+        return None
+    values = first.groupby("trial_id")["value"].first()
+    return int(first["resource"].iloc[0]), len(values), float(values.max()), float(values.min())
 
 
 def _progress_view() -> tuple[Live, Any]:

@@ -59,6 +59,8 @@ from hpo.study.folder import StudyFolder
 from hpo.study.spec import StudySpec
 
 STATE_VERSION = 1
+#: Merge the part files once there are more than this many (a reader opens every file).
+COMPACT_AFTER_PARTS = 64
 
 
 class DriverError(RuntimeError):
@@ -113,6 +115,11 @@ class StudyDriver:
         self._last_flush = self._session_start
 
     # -- time -----------------------------------------------------------------------------------------
+
+    def start_clock(self) -> None:
+        """Trials are about to start (Ray is up): the session's time counts from now."""
+        self._session_start = self.clock()
+        self._last_flush = self._session_start
 
     @property
     def elapsed(self) -> float:
@@ -268,6 +275,8 @@ class StudyDriver:
         self._pending = []
         self._last_flush = now
         self.snapshot()
+        if len(self.folder.store.files()) > COMPACT_AFTER_PARTS:
+            self.folder.store.compact()
 
     # -- state ----------------------------------------------------------------------------------------
 

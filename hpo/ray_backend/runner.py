@@ -373,6 +373,7 @@ def _tune(
         on_step=on_step,
         session=driver.session,
     )
+    driver.start_clock()
     tuner.fit()
     if progress is not None:
         progress({**driver.summary(), "concurrency": concurrency, "stopping": stop.reason})

@@ -73,7 +73,9 @@ def trainer_settings(spec: StudySpec) -> dict[str, Any]:
         if settings.get(key) is not None:
             settings[key] = str(Path(settings[key]).resolve())
     if spec.trainer.name == "tfclip":
-        overrides = dict(settings.get("overrides") or {})
+        from trainers.tfclip.trial import flatten_dotted
+
+        overrides = flatten_dotted(settings.get("overrides") or {})
         if "optim.epochs" not in overrides and "optim.epochs" not in spec.space:
             overrides["optim.epochs"] = spec.fidelity.max
         if "runtime.threads" not in overrides and "runtime.threads" not in spec.space:

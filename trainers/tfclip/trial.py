@@ -19,15 +19,15 @@ def trial_config(settings: Mapping[str, Any], params: Mapping[str, Any]) -> Trai
         overrides["data.root"] = str(settings["data"])
     if settings.get("weights") is not None:
         overrides["model.weights"] = str(settings["weights"])
-    return resolve_config({"preset": settings.get("preset", "tfclip")}, overrides=_nested_first(overrides))
+    return resolve_config({"preset": settings.get("preset", "tfclip")}, overrides=flatten_dotted(overrides))
 
 
-def _nested_first(overrides: Mapping[str, Any]) -> dict[str, Any]:
+def flatten_dotted(overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Flatten nested override mappings ({optim: {lr: 1}}) into dotted keys ({optim.lr: 1})."""
     flat: dict[str, Any] = {}
     for key, value in overrides.items():
         if isinstance(value, Mapping):
-            for inner, leaf in _nested_first(value).items():
+            for inner, leaf in flatten_dotted(value).items():
                 flat[f"{key}.{inner}"] = leaf
         else:
             flat[key] = value
