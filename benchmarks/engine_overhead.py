@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -30,11 +29,11 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from store_speed import make_rows  # the same row shape as the store benchmark
+
+from store_speed import million_row_reads  # the same store measurement as benchmarks/store_speed.py
 
 from hpo.ray_backend.driver import StudyDriver
 from hpo.ray_backend.runner import run_study
-from hpo.store import ResultStore
 from hpo.study import parse_study
 from hpo.study.build import core_from_spec
 from hpo.study.folder import StudyFolder
@@ -98,31 +97,6 @@ def driver_rows_per_second(root: Path, trials: int = 300) -> dict[str, Any]:
     return {"reports": reports, "seconds": round(seconds, 2), "rows_per_s": round(reports / seconds)}
 
 
-def million_row_read(root: Path, rows: int = 1_000_000) -> dict[str, Any]:
-    rng = np.random.default_rng(0)
-    store = ResultStore(root / "million")
-    for start in range(0, rows, 100_000):
-        store.append(make_rows(start, min(100_000, rows - start), rng))
-        store.compact()
-    timings: dict[str, Any] = {"rows": rows}
-    reads = []
-    for _ in range(3):
-        began = time.perf_counter()
-        store.read()
-        reads.append(time.perf_counter() - began)
-    timings["read_s_compacted"] = round(statistics.median(reads), 3)
-    for start in range(rows, rows + 1000, 10):
-        store.append(make_rows(start, 10, rng))
-    reads = []
-    for _ in range(3):
-        began = time.perf_counter()
-        frame = store.read()
-        reads.append(time.perf_counter() - began)
-    timings["read_s_with_100_part_tail"] = round(statistics.median(reads), 3)
-    timings["rows_read"] = len(frame)
-    return timings
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epoch-seconds", type=float, nargs="+", default=[10.0, 1.0])
@@ -140,7 +114,7 @@ def main() -> None:
         if not args.skip_store:
             result["driver"] = driver_rows_per_second(root)
             print(json.dumps(result["driver"]), flush=True)
-            result["store_read"] = million_row_read(root)
+            result["store_read"] = million_row_reads(root / "million", 1_000_000, np.random.default_rng(0))
             print(json.dumps(result["store_read"]), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -63,6 +63,35 @@ def append_rate(root: Path, rows_per_part: int, parts: int, rng: np.random.Gener
     return rows_per_part * parts / (time.perf_counter() - started)
 
 
+def _median_read(store: ResultStore) -> tuple[float, int]:
+    reads, rows = [], 0
+    for _ in range(3):
+        started = time.perf_counter()
+        rows = len(store.read())
+        reads.append(time.perf_counter() - started)
+    return round(statistics.median(reads), 3), rows
+
+
+def million_row_reads(folder: Path, rows: int, rng: np.random.Generator) -> dict[str, object]:
+    """Build a store of ``rows`` rows (compacted every 100,000) plus a tail of 100 ten-row parts; median
+    read time with the tail, compaction time, median read time once compacted, bytes on disk."""
+    store = ResultStore(folder)
+    chunk = 100_000
+    for start in range(0, rows, chunk):
+        store.append(make_rows(start, min(chunk, rows - start), rng))
+        store.compact()
+    for start in range(rows, rows + 1000, 10):  # a tail of small parts after the compaction
+        store.append(make_rows(start, 10, rng))
+    result: dict[str, object] = {}
+    result["read_s_with_100_part_tail"], result["rows_read"] = _median_read(store)
+    started = time.perf_counter()
+    store.compact()
+    result["compact_s"] = round(time.perf_counter() - started, 3)
+    result["read_s_compacted"], _ = _median_read(store)
+    result["bytes_on_disk"] = sum(p.stat().st_size for p in folder.rglob("*.parquet"))
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -74,30 +103,7 @@ def main() -> None:
         root = Path(folder)
         result["append_rows_per_s_1_row_parts"] = round(append_rate(root / "a", 1, 300, rng))
         result["append_rows_per_s_100_row_parts"] = round(append_rate(root / "b", 100, 100, rng))
-        store = ResultStore(root / "big")
-        chunk = 100_000
-        for start in range(0, args.rows, chunk):
-            store.append(make_rows(start, min(chunk, args.rows - start), rng))
-            store.compact()
-        for start in range(args.rows, args.rows + 1000, 10):  # a tail of small parts after the compaction
-            store.append(make_rows(start, 10, rng))
-        reads = []
-        for _ in range(3):
-            started = time.perf_counter()
-            frame = store.read()
-            reads.append(time.perf_counter() - started)
-        result["read_s_with_100_part_tail"] = round(statistics.median(reads), 3)
-        result["rows_read"] = len(frame)
-        started = time.perf_counter()
-        store.compact()
-        result["compact_s"] = round(time.perf_counter() - started, 3)
-        reads = []
-        for _ in range(3):
-            started = time.perf_counter()
-            store.read()
-            reads.append(time.perf_counter() - started)
-        result["read_s_compacted"] = round(statistics.median(reads), 3)
-        result["bytes_on_disk"] = sum(p.stat().st_size for p in (root / "big").rglob("*.parquet"))
+        result.update(million_row_reads(root / "big", args.rows, rng))
     print(json.dumps(result, indent=1))
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(result, indent=1) + "\n")
