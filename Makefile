@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/tiny_learning.py
 	$(PY) benchmarks/search_quality.py
 	$(PY) benchmarks/store_speed.py
+	$(PY) benchmarks/engine_overhead.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache *.egg-info

@@ -210,3 +210,16 @@ def test_best_config_yaml_is_a_trainer_config(tmp_path: Path, small_root: Path) 
     path.write_text(best_config_yaml(spec, {"optim.lr": 0.003}))
     config = load_config(path)
     assert (config.optim.lr, config.optim.epochs, config.runtime.threads) == (0.003, 9, None)
+
+
+def test_rung_spread_uses_the_highest_rung_with_two_trials() -> None:
+    from hpo.cli.study import rung_spread
+
+    rows = _rows(
+        [(0, 1, 0.2, "paused"), (1, 1, 0.3, "paused"), (2, 1, 0.1, "stopped"), (1, 3, 0.5, "paused")]
+    )
+    rows["rung"] = [0, 0, 0, 1]
+    assert rung_spread(rows) == (1, 3, 0.1, 0.3)  # rung 1 has a single trial
+    rows.loc[len(rows)] = {**rows.iloc[3].to_dict(), "trial_id": 0, "value": 0.45}
+    assert rung_spread(rows) == (3, 2, 0.45, 0.5)
+    assert rung_spread(rows.iloc[:0]) is None

@@ -86,22 +86,25 @@ def _finish_report(folder: Any, spec: Any) -> None:
     console.print(best_table(best, spec.objective.metric, f"best {len(best)} of study {spec.name}"))
     spread = rung_spread(folder.store.read())
     if spread is not None:
-        epochs, count, high, low = spread
+        epochs, count, low, high = spread
         console.print(
-            f"at {epochs} epoch(s), where all {count} trials were measured, {spec.objective.metric} ranged "
-            f"from {low:.4f} to {high:.4f}"
+            f"at {epochs} epochs, the {count} trials measured there range from {low:.4f} to {high:.4f}"
         )
     if folder.best_file.is_file():
         console.print(f"best configuration: {folder.best_file}")
 
 
 def rung_spread(rows: Any) -> tuple[int, int, float, float] | None:
-    """(epochs, trials, highest, lowest value) at the first milestone, where every trial was measured."""
-    first = rows[(rows["rung"] == 0) & rows["value"].notna()] if not rows.empty else rows
-    if first.empty or first["trial_id"].nunique() < 2:
+    """(epochs, trials, lowest, highest value) at the highest milestone that at least two trials reached."""
+    if rows.empty:
         return None
-    values = first.groupby("trial_id")["value"].first()
-    return int(first["resource"].iloc[0]), len(values), float(values.max()), float(values.min())
+    measured = rows[(rows["rung"] >= 0) & rows["value"].notna()]
+    for rung in sorted(measured["rung"].unique(), reverse=True):
+        at_rung = measured[measured["rung"] == rung]
+        values = at_rung.groupby("trial_id")["value"].first()
+        if len(values) >= 2:
+            return int(at_rung["resource"].iloc[0]), len(values), float(values.min()), float(values.max())
+    return None
 
 
 def _progress_view() -> tuple[Live, Any]:
@@ -129,6 +132,7 @@ def run(
         live, update = _progress_view()
         with live:
             outcome = run_study(spec, address=address, progress=update)
+    console.print()
     console.print(
         f"study {spec.name} {outcome.status} ({outcome.reason}) in {_duration(outcome.elapsed)}: "
         f"{outcome.trials} trials, {outcome.total_resource} epochs; results in {outcome.folder.path}"
@@ -152,6 +156,7 @@ def resume(
         with live:
             outcome = resume_study(folder, address=address, progress=update)
         spec = load_study(folder.spec_file)
+    console.print()
     console.print(
         f"study {spec.name} {outcome.status} ({outcome.reason}) after {_duration(outcome.elapsed)} in all: "
         f"{outcome.trials} trials, {outcome.total_resource} epochs"
