@@ -183,12 +183,23 @@ def status(
     study: Annotated[str | None, typer.Argument(help="Study folder or name (default: list all).")] = None,
     root: RootOption = Path("results"),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="Also list the agvp-hpo Ray jobs of this cluster (http://HEAD:8265)."),
+    ] = None,
 ) -> None:
     """List studies under --root, or show one study: trials by state, best so far, budget, rungs."""
     from hpo.study.analysis import best_trials, trial_table
     from hpo.study.folder import find_study, list_studies
 
     with user_errors():
+        if address is not None:
+            from hpo.cli.service import list_jobs
+
+            try:
+                list_jobs(address)
+            except Exception as error:  # connection refused, not a Ray dashboard, ...
+                raise fail(f"--address {address}: cannot list Ray jobs ({error})") from None
         if study is None:
             folders = list_studies(root)
             rows = []

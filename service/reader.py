@@ -1,0 +1,231 @@
+"""Read-side of the service: study folders under one results root, cached by file state.
+
+A request never re-reads unchanged files: every answer derived from a study (its rows, trial table, best
+configurations, rendered JSON) is cached under the study's *file state*, the (name, mtime, size) of its
+metadata and of the Parquet files that currently hold its rows. Checking the state costs one directory
+listing and a few ``stat`` calls; when a driver appends a part file or rewrites ``study.json`` the state
+changes and the next request recomputes (once) what it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hpo.results import TrialStatus
+from hpo.store import METADATA_FILE, StoreError
+from hpo.study.analysis import best_trials, trial_table
+from hpo.study.folder import StudyFolder, driver_alive
+
+STUDY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+FileState = tuple[tuple[str, int, int], ...]
+
+
+class NotFound(LookupError):
+    """No such study or trial (the API answers 404)."""
+
+
+class BadRequest(ValueError):
+    """The request names something malformed (the API answers 400)."""
+
+
+def check_study_id(study_id: str) -> str:
+    """A study id is a folder name: letters, digits, '-' and '_' only (no '/', '..', absolute paths)."""
+    if not STUDY_ID.match(study_id):
+        raise BadRequest(f"study id {study_id!r} must be 1-64 letters, digits, '-' or '_'")
+    return study_id
+
+
+def _stat(path: Path) -> tuple[str, int, int] | None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (path.name, info.st_mtime_ns, info.st_size)
+
+
+class _Entry:
+    def __init__(self, state: FileState) -> None:
+        self.state = state
+        self.values: dict[Any, Any] = {}
+
+
+class StoreReader:
+    """Cached answers about the studies under ``root`` (thread-safe; one lock per cache update)."""
+
+    def __init__(self, root: Path | str, *, max_studies: int = 64) -> None:
+        self.root = Path(root)
+        self.max_studies = max_studies
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self.computations = 0  # how many cached values were computed (tests check reuse)
+
+    # -- file state ---------------------------------------------------------------------------------------
+
+    def folder(self, study_id: str) -> StudyFolder:
+        folder = StudyFolder(self.root / check_study_id(study_id))
+        if not folder.metadata_file.is_file():
+            raise NotFound(f"no study named {study_id!r}")
+        return folder
+
+    def file_state(self, folder: StudyFolder) -> FileState:
+        parts = [_stat(folder.metadata_file)]
+        parts.extend(_stat(path) for path in folder.store.files())
+        return tuple(p for p in parts if p is not None)
+
+    def study_ids(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            entry.name
+            for entry in os.scandir(self.root)
+            if entry.is_dir() and STUDY_ID.match(entry.name) and (Path(entry.path) / METADATA_FILE).is_file()
+        )
+
+    def cached(self, study_id: str, key: Any, compute: Callable[[StudyFolder], Any]) -> Any:
+        """``compute(folder)`` for this study and key, reused while the study's files are unchanged."""
+        folder = self.folder(study_id)
+        for _ in range(3):  # a compaction may remove a file between listing and reading: look again
+            state = self.file_state(folder)
+            with self._lock:
+                entry = self._cache.get(study_id)
+                if entry is not None and entry.state == state and key in entry.values:
+                    self._cache.move_to_end(study_id)
+                    return entry.values[key]
+            try:
+                value = compute(folder)
+            except FileNotFoundError:
+                continue
+            with self._lock:
+                entry = self._cache.get(study_id)
+                if entry is None or entry.state != state:
+                    entry = _Entry(state)
+                    self._cache[study_id] = entry
+                entry.values[key] = value
+                self.computations += 1
+                while len(self._cache) > self.max_studies:
+                    self._cache.popitem(last=False)
+            return value
+        raise StoreError(f"{folder.path}: results kept changing while being read")
+
+    # -- answers ----------------------------------------------------------------------------------------
+
+    def metadata(self, study_id: str) -> dict[str, Any]:
+        return self.cached(study_id, "metadata", lambda folder: folder.store.read_metadata())
+
+    def rows(self, study_id: str) -> pd.DataFrame:
+        return self.cached(study_id, "rows", lambda folder: folder.store.read())
+
+    def status(self, study_id: str) -> str:
+        metadata = self.metadata(study_id)
+        status = str(metadata.get("status", "unknown"))
+        if status == "running" and driver_alive(metadata) is False:
+            return "interrupted"
+        return status
+
+    def trials(self, study_id: str) -> pd.DataFrame:
+        def compute(folder: StudyFolder) -> pd.DataFrame:
+            finished = self.metadata(study_id).get("status") == "finished"
+            return trial_table(self.rows(study_id), finished=finished)
+
+        return self.cached(study_id, "trials", compute)
+
+    def objective(self, study_id: str) -> tuple[str, str]:
+        objective = self.metadata(study_id).get("spec", {}).get("objective", {})
+        return str(objective.get("metric", "value")), str(objective.get("mode", "max"))
+
+    def best(self, study_id: str, k: int) -> pd.DataFrame:
+        _, mode = self.objective(study_id)
+        return self.cached(study_id, ("best", k), lambda folder: best_trials(self.rows(study_id), mode, k=k))
+
+    def counts(self, study_id: str) -> dict[str, int]:
+        def compute(folder: StudyFolder) -> dict[str, int]:
+            counts = {status.value: 0 for status in TrialStatus}
+            for status, number in self.trials(study_id)["status"].value_counts().items():
+                counts[str(status)] = int(number)
+            return counts
+
+        return self.cached(study_id, "counts", compute)
+
+    def curve(self, study_id: str, trial_id: int) -> pd.DataFrame:
+        rows = self.rows(study_id)
+        if rows.empty or trial_id not in set(self.trials(study_id)["trial_id"]):
+            raise NotFound(f"study {study_id!r} has no trial {trial_id}")
+        return rows[rows["trial_id"] == trial_id]
+
+    def rungs(self, study_id: str) -> list[dict[str, Any]]:
+        def compute(folder: StudyFolder) -> list[dict[str, Any]]:
+            rows = self.rows(study_id)
+            if rows.empty:
+                return []
+            at_rungs = rows[rows["rung"] >= 0]
+            answer = []
+            for (bracket, rung), group in at_rungs.groupby(["bracket", "rung"], sort=True):
+                resource = int(group["resource"].iloc[0])
+                ids = group["trial_id"].unique()
+                further = rows[rows["trial_id"].isin(ids) & (rows["resource"] > resource)]
+                answer.append(
+                    {
+                        "bracket": int(bracket),
+                        "rung": int(rung),
+                        "resource": resource,
+                        "trials": len(ids),
+                        "advanced": int(further["trial_id"].nunique()),
+                    }
+                )
+            return answer
+
+        return self.cached(study_id, "rungs", compute)
+
+    def best_so_far(self, study_id: str) -> list[dict[str, float]]:
+        """(epochs used so far, best value so far) at every report that improved the best at its fidelity."""
+
+        def compute(folder: StudyFolder) -> list[dict[str, float]]:
+            rows = self.rows(study_id)
+            _, mode = self.objective(study_id)
+            points: list[dict[str, float]] = []
+            best: float | None = None
+            for total, value in zip(rows["total_resource"], rows["value"], strict=True):
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    continue
+                if best is None or (value > best if mode == "max" else value < best):
+                    best = float(value)
+                    points.append({"total_resource": int(total), "value": best})
+            if points and not rows.empty:
+                points.append(
+                    {"total_resource": int(rows["total_resource"].max()), "value": points[-1]["value"]}
+                )
+            return points
+
+        return self.cached(study_id, "best_so_far", compute)
+
+    def summary(self, study_id: str) -> dict[str, Any]:
+        metadata = self.metadata(study_id)
+        best = metadata.get("best") or None
+        return {
+            "id": study_id,
+            "status": self.status(study_id),
+            "reason": metadata.get("reason"),
+            "error": metadata.get("error"),
+            "trials": self.counts(study_id),
+            "best": best,
+            "metric": self.objective(study_id)[0],
+            "mode": self.objective(study_id)[1],
+            "budget_used": metadata.get("budget_used") or {},
+            "started": metadata.get("started"),
+            "updated": metadata.get("updated"),
+            "ended": metadata.get("ended"),
+        }
+
+
+def params_json(params: Any) -> dict[str, Any]:
+    return params if isinstance(params, dict) else json.loads(str(params))
