@@ -193,6 +193,8 @@ class StoreReader:
             rows = self.rows(study_id)
             _, mode = self.objective(study_id)
             points: list[dict[str, float]] = []
+            if rows.empty:
+                return points
             best: float | None = None
             for total, value in zip(rows["total_resource"], rows["value"], strict=True):
                 if value is None or (isinstance(value, float) and math.isnan(value)):
