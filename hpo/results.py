@@ -61,7 +61,7 @@ STATUS: Final = "status"
 
 # Columns only the Ray backend fills (the simulator has no wall clock, node or files):
 TIMESTAMP: Final = "timestamp"  # Unix time the driver received the report
-NODE: Final = "node"  # the Ray node (IP) the trial ran on
+NODE: Final = "node"  # the Ray node the trial ran on: "IP/first 8 hex digits of the node id"
 CHECKPOINT: Final = "checkpoint"  # the checkpoint file written at this epoch ("" if none)
 ERROR: Final = "error"  # why a trial failed ("" otherwise)
 #: Every metric the trainer reported is also kept, as ``metric_<name>`` (e.g. ``metric_val_a2g_map``).

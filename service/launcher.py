@@ -8,7 +8,6 @@ that exits before it wrote its study folder leaves its last output line as the r
 
 from __future__ import annotations
 
-import shlex
 import subprocess
 import sys
 import threading
@@ -80,12 +79,10 @@ class Launcher:
     def _ray_job(self, name: str, spec_file: Path) -> Launch:
         from ray.job_submission import JobSubmissionClient
 
-        client = JobSubmissionClient(self.ray_address)
-        job_id = client.submit_job(
-            entrypoint=shlex.join(["python", "-m", "hpo.cli", "run", str(spec_file), "--address", "auto"]),
-            submission_id=None,
-            metadata={"agvp_study": name},
-        )
+        from hpo.cli.service import submit_study_job
+        from hpo.study import load_study
+
+        job_id = submit_study_job(JobSubmissionClient(self.ray_address), load_study(spec_file))
         return Launch(name, "ray-job", job_id)
 
     def state(self, name: str) -> dict[str, Any] | None:

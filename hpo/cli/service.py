@@ -4,9 +4,8 @@ job on a cluster)."""
 from __future__ import annotations
 
 import shlex
-import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -53,7 +52,7 @@ def submit(
     """Submit a study to a Ray cluster as a Ray job; prints the job id and how to follow it."""
     from ray.job_submission import JobSubmissionClient
 
-    from hpo.study import dump_study, load_study, resolve_study_path
+    from hpo.study import load_study, resolve_study_path
 
     with user_errors():
         spec = load_study(resolve_study_path(spec_path))
@@ -63,16 +62,32 @@ def submit(
             client = JobSubmissionClient(address)
         except Exception as error:  # connection refused, not a Ray dashboard, ...
             raise fail(f"--address {address}: cannot reach the Ray job server ({error})") from None
-        folder = Path(tempfile.mkdtemp(prefix="agvp-submit-"))
-        (folder / "study.yaml").write_text(dump_study(spec), encoding="utf-8")
-        job_id = client.submit_job(
-            entrypoint=shlex.join(["python", "-m", "hpo.cli", "run", "study.yaml", "--address", "auto"]),
-            runtime_env={"working_dir": str(folder), "env_vars": {"PYTHONUNBUFFERED": "1"}},
+        job_id = submit_study_job(client, spec)
+    console.print(f"submitted study {spec.name} as Ray job {job_id}", soft_wrap=True)
+    console.print(f"follow it: ray job logs --address {address} --follow {job_id}", soft_wrap=True)
+    console.print(f"results: {spec.storage.root}/{spec.name} on the cluster's shared volume", soft_wrap=True)
+
+
+#: The environment variable a submitted study file travels in (``agvp-hpo run env:NAME`` reads it).
+STUDY_ENV = "AGVP_STUDY_YAML"
+
+
+def submit_study_job(client: Any, spec: Any) -> str:
+    """Submit ``spec`` as a Ray job that runs ``agvp-hpo run`` on the cluster; returns the job id.
+
+    The study file travels in the job's environment, not as a working dir: Ray may clean a job's
+    working dir up while the driver still runs in it. The nodes must have the package installed."""
+    from hpo.study import dump_study
+
+    return str(
+        client.submit_job(
+            entrypoint=shlex.join(
+                ["python", "-m", "hpo.cli", "run", f"env:{STUDY_ENV}", "--address", "auto"]
+            ),
+            runtime_env={"env_vars": {STUDY_ENV: dump_study(spec), "PYTHONUNBUFFERED": "1"}},
             metadata={"agvp_study": spec.name},
         )
-    console.print(f"submitted study {spec.name} as Ray job {job_id}")
-    console.print(f"follow it: ray job logs --address {address} --follow {job_id}")
-    console.print(f"results: {spec.storage.root}/{spec.name} on the cluster's shared volume")
+    )
 
 
 def list_jobs(address: str) -> None:
@@ -83,7 +98,7 @@ def list_jobs(address: str) -> None:
     client = JobSubmissionClient(address)
     table = Table(title=f"agvp-hpo jobs on {address}", title_justify="left")
     for column in ("job", "study", "status", "message"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "message", overflow="fold")
     for job in client.list_jobs():
         study = (job.metadata or {}).get("agvp_study")
         if study is None:

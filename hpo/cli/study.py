@@ -116,6 +116,22 @@ def _progress_view() -> tuple[Live, Any]:
     return live, update
 
 
+def _load_run_spec(spec_path: Path) -> Any:
+    """A study file, or ``env:NAME``: the study text in environment variable NAME (how submitted Ray jobs
+    receive it)."""
+    import os
+
+    from hpo.study import load_study, loads_study, resolve_study_path
+
+    if str(spec_path).startswith("env:"):
+        variable = str(spec_path)[4:]
+        text = os.environ.get(variable)
+        if text is None:
+            raise ValueError(f"{spec_path}: environment variable {variable} is not set")
+        return loads_study(text, source=f"${variable}")
+    return load_study(resolve_study_path(spec_path))
+
+
 def run(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="Study file (see search_spaces/).")],
     name: Annotated[str | None, typer.Option("--name", help="Study name (default: the file's name).")] = None,
@@ -123,10 +139,9 @@ def run(
 ) -> None:
     """Run a study: trials on Ray Tune at increasing epoch budgets; results in <storage.root>/<name>/."""
     from hpo.ray_backend.runner import run_study
-    from hpo.study import load_study, resolve_study_path
 
     with user_errors():
-        spec = load_study(resolve_study_path(spec_path))
+        spec = _load_run_spec(spec_path)
         if name is not None:
             spec = type(spec).model_validate({**spec.to_dict(), "name": name})
         live, update = _progress_view()

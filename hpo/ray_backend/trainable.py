@@ -67,7 +67,8 @@ def run_job(config: dict[str, Any]) -> None:
     if restored is not None:
         with restored.as_directory() as folder:
             resume_from = json.loads((Path(folder) / POINTER_FILE).read_text(encoding="utf-8"))["path"]
-    node = ray.util.get_node_ip_address()
+    # IP plus the Ray node id: two Ray nodes may share a host (and so an IP).
+    node = f"{ray.util.get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:8]}"
     trial_dir.mkdir(parents=True, exist_ok=True)
 
     def report(result: dict[str, Any]) -> None:
