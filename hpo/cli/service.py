@@ -37,7 +37,8 @@ def serve(
     with user_errors():
         if not store.is_dir():
             raise fail(f"--store {store} is not a folder")
-        app = create_app(ServiceSettings(store=store, token=token, ray_address=ray_address))
+        # An empty token (an unset variable in docker-compose) means writes disabled, not an empty password.
+        app = create_app(ServiceSettings(store=store, token=token or None, ray_address=ray_address or None))
     console.print(
         f"serving {store} on http://{host}:{port}/ (API docs at /docs); writes {'on' if token else 'off'}"
     )
