@@ -47,6 +47,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/search_quality.py
 	$(PY) benchmarks/store_speed.py
 	$(PY) benchmarks/engine_overhead.py
+	# service_latency uses Debian's wrk when installed (apt-get install wrk), else a Python client
+	$(PY) benchmarks/service_latency.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache *.egg-info

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -30,7 +31,7 @@ from hpo.study import StudyError, dump_study, loads_study
 from hpo.study.analysis import best_config_yaml
 from hpo.study.folder import StudyFolder
 from service.launcher import Launcher, submission_paths
-from service.reader import BadRequest, NotFound, StoreReader, check_study_id
+from service.reader import MISSING, BadRequest, NotFound, StoreReader, check_study_id
 
 API_VERSION = "1"
 
@@ -235,6 +236,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def _bad(request: Request, error: BadRequest) -> JSONResponse:
         return JSONResponse({"status": 400, "message": str(error)}, status_code=400)
 
+    async def answer(study_id: str, key: Any, compute: Any) -> Response:
+        """A cached JSON body: served on the event loop when the files are unchanged (a few stat calls),
+        computed in the thread pool otherwise (so a recomputation never blocks other requests)."""
+        body = reader.peek(study_id, key)
+        if body is MISSING:
+            body = await run_in_threadpool(reader.cached, study_id, key, compute)
+        return Response(body, media_type="application/json")
+
     def require_token(request: Request) -> None:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
@@ -280,7 +289,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return Response(body, media_type="application/json")
 
     @app.get("/api/studies/{study_id}/trials", response_model=TrialPage, responses=ERRORS, tags=["reads"])
-    def trials(
+    async def trials(
         study_id: StudyId,
         state: Annotated[
             Literal["running", "paused", "completed", "stopped", "failed"] | None,
@@ -309,11 +318,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             payload = {"total": len(table), "offset": offset, "limit": limit, "items": items}
             return json.dumps(payload, separators=(",", ":"), default=str).encode()
 
-        body = reader.cached(study_id, ("trials", state, rung, sort, order, offset, limit), page)
-        return Response(body, media_type="application/json")
+        return await answer(study_id, ("trials", state, rung, sort, order, offset, limit), page)
 
     @app.get("/api/studies/{study_id}/best", response_model=BestConfigs, responses=ERRORS, tags=["reads"])
-    def best(study_id: StudyId, k: Annotated[int, Query(ge=1, le=100)] = 5) -> Response:
+    async def best(study_id: StudyId, k: Annotated[int, Query(ge=1, le=100)] = 5) -> Response:
         def compute(folder: StudyFolder) -> bytes:
             metric, mode = reader.objective(study_id)
             ranked = reader.best(study_id, k)
@@ -322,7 +330,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             payload = {"metric": metric, "mode": mode, "items": items, "yaml": text}
             return json.dumps(payload, separators=(",", ":"), default=str).encode()
 
-        return Response(reader.cached(study_id, ("best-json", k), compute), media_type="application/json")
+        return await answer(study_id, ("best-json", k), compute)
 
     @app.get(
         "/api/studies/{study_id}/best.yaml",
@@ -374,7 +382,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         tags=["reads"],
         description="Every trial's learning curve (for the dashboard), at most `limit` trials.",
     )
-    def curves(study_id: StudyId, limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> Response:
+    async def curves(study_id: StudyId, limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> Response:
         def compute(folder: StudyFolder) -> bytes:
             rows = reader.rows(study_id)
             answer = []
@@ -402,7 +410,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                     )
             return json.dumps(answer, separators=(",", ":"), default=str).encode()
 
-        return Response(reader.cached(study_id, ("curves", limit), compute), media_type="application/json")
+        return await answer(study_id, ("curves", limit), compute)
 
     @app.get(
         "/api/studies/{study_id}/rungs", response_model=list[RungOccupancy], responses=ERRORS, tags=["reads"]

@@ -28,6 +28,7 @@ from hpo.study.folder import StudyFolder, driver_alive
 
 STUDY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FileState = tuple[tuple[str, int, int], ...]
+MISSING = object()  # what peek() returns when the value must be (re)computed
 
 
 class NotFound(LookupError):
@@ -90,6 +91,16 @@ class StoreReader:
             for entry in os.scandir(self.root)
             if entry.is_dir() and STUDY_ID.match(entry.name) and (Path(entry.path) / METADATA_FILE).is_file()
         )
+
+    def peek(self, study_id: str, key: Any) -> Any:
+        """The cached value if the study's files are unchanged, else :data:`MISSING` (only stat calls)."""
+        folder = self.folder(study_id)
+        state = self.file_state(folder)
+        with self._lock:
+            entry = self._cache.get(study_id)
+            if entry is not None and entry.state == state and key in entry.values:
+                return entry.values[key]
+        return MISSING
 
     def cached(self, study_id: str, key: Any, compute: Callable[[StudyFolder], Any]) -> Any:
         """``compute(folder)`` for this study and key, reused while the study's files are unchanged."""
