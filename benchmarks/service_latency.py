@@ -138,7 +138,7 @@ def start(command: list[str], port: int) -> subprocess.Popen[bytes]:
 
 
 async def load(
-    base: str, paths: list[str], seconds: float, concurrency: int, max_requests: int
+    base: str, paths: list[str], seconds: float, concurrency: int, max_requests: int, warm: bool = True
 ) -> dict[str, Any]:
     import httpx
 
