@@ -230,7 +230,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, error: NotFound) -> JSONResponse:
-        return JSONResponse({"status": 404, "message": str(error)}, status_code=404)
+        message = str(error)
+        study = request.path_params.get("study_id")
+        if isinstance(study, str) and message.startswith("no study named"):
+            message = launcher.why_not_started(study) or message  # submitted here, but no folder yet
+        return JSONResponse({"status": 404, "message": message}, status_code=404)
 
     @app.exception_handler(BadRequest)
     async def _bad(request: Request, error: BadRequest) -> JSONResponse:

@@ -89,6 +89,23 @@ class Launcher:
         launch = self.launches.get(name)
         return None if launch is None else launch.state()
 
+    def why_not_started(self, name: str) -> str | None:
+        """For a submitted study that has no folder yet: what happened to its launch (None: not ours)."""
+        launch = self.launches.get(name)
+        if launch is None:
+            return None
+        if launch.process is None:
+            return f"study {name!r} was submitted as Ray job {launch.ref} and has not written its folder yet"
+        code = launch.process.poll()
+        if code is None:
+            return f"study {name!r} is starting (process {launch.ref})"
+        _, log = submission_paths(self.root, name)
+        lines = [
+            line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()
+        ]
+        last = lines[-1].strip() if lines else "no output"
+        return f"study {name!r} did not start: its process exited with code {code}: {last}"
+
     def shutdown(self) -> None:
         """Reap finished local processes (running studies are left running: they are resumable)."""
         for launch in self.launches.values():

@@ -192,3 +192,25 @@ def _short_dir() -> str:
     import tempfile
 
     return tempfile.mkdtemp(prefix="agvp-", dir="/tmp")  # Ray's socket paths must stay short
+
+
+def test_a_submitted_study_that_cannot_start_says_why(tmp_path: Path) -> None:
+    client = TestClient(create_app(ServiceSettings(store=tmp_path, token=TOKEN, workdir=tmp_path)))
+    study = {
+        "name": "nodata",
+        "space": {"optim.lr": {"loguniform": [1e-4, 1e-2]}},
+        "fidelity": {"min": 1, "max": 3, "eta": 3},
+        "scheduler": "fifo",
+        "budget": {"max_trials": 1},
+        "trainer": {"name": "tfclip", "data": "missing-folder"},
+    }
+    headers = {"Authorization": f"Bearer {TOKEN}", "content-type": "application/yaml"}
+    assert client.post("/api/studies", content=yaml.safe_dump(study), headers=headers).status_code == 202
+    deadline = time.monotonic() + 60
+    message = ""
+    while time.monotonic() < deadline:
+        message = client.get("/api/studies/nodata").json()["message"]
+        if "did not start" in message:
+            break
+        time.sleep(0.3)
+    assert "exited with code 2" in message and "trainer.data" in message, message
