@@ -117,7 +117,7 @@ function drawCurves(svg, curves, metric) {
   });
 }
 
-function drawParallel(svg, trials, metric, mode) {
+function drawParallel(svg, trials, metric, mode, space) {
   clear(svg);
   const rows = trials.filter((t) => t.value !== null);
   if (!rows.length) {
@@ -129,9 +129,9 @@ function drawParallel(svg, trials, metric, mode) {
     const values = rows.map((t) => t.params[name]);
     const numeric = values.every((v) => typeof v === "number");
     if (numeric) {
-      const positive = values.every((v) => v > 0);
-      const spread = positive ? Math.max(...values) / Math.min(...values) : 1;
-      const log = positive && spread > 50;
+      // log axes where the study declares a log-uniform range (and every value is positive)
+      const declared = (space[name] || {}).log === true;
+      const log = declared && values.every((v) => v > 0);
       const f = log ? (v) => Math.log10(v) : (v) => v;
       const mapped = values.map(f);
       return { name, position: (v) => f(v), domain: [Math.min(...mapped), Math.max(...mapped)], log };
@@ -220,7 +220,8 @@ async function loadStudy(id) {
     `${fmt(used.epochs)} epochs used; best ${detail.metric} ${detail.best ? fmt(detail.best.value) : "-"}`;
   drawBestSoFar(document.querySelector("#best-plot"), detail);
   drawCurves(document.querySelector("#curves-plot"), curves, detail.metric);
-  drawParallel(document.querySelector("#parallel-plot"), page.items, detail.metric, detail.mode);
+  const space = (detail.spec && detail.spec.space) || {};
+  drawParallel(document.querySelector("#parallel-plot"), page.items, detail.metric, detail.mode, space);
   fillTrials(document.querySelector("#trials"), page.items);
   document.body.dataset.loaded = id;
   return detail;
