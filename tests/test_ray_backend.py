@@ -258,3 +258,48 @@ def test_kill_minus_nine_then_resume_loses_nothing(short_tmp: Path, small_root: 
     assert all(
         t["status"] in ("completed", "stopped", "paused", "failed") for _, t in state["core"]["trials"]
     )
+
+
+def test_ctrl_c_stops_the_study_resumably(short_tmp: Path) -> None:
+    """SIGINT (Ctrl-C) ends `run` with exit 130 and status stopped/interrupted; running trials are not
+    failed, and `resume` finishes the study with every report exactly once."""
+    raw = {
+        "name": "interrupted",
+        "space": {"x": {"uniform": [0.0, 1.0]}},
+        "fidelity": {"min": 1, "max": 9, "eta": 3},
+        "scheduler": "asha",
+        "budget": {"max_trials": 12},
+        "execution": {"cpus": 2},
+        "trainer": {"name": "synthetic", "overrides": {"epoch_seconds": 0.5}},
+        "storage": {"root": str(short_tmp / "results")},
+    }
+    spec_file = short_tmp / "interrupted.yaml"
+    spec_file.write_text(yaml.safe_dump(raw))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hpo.cli", "run", str(spec_file)],
+        cwd=short_tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    folder = StudyFolder.of(short_tmp / "results", "interrupted")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if folder.path.exists() and len(folder.store.read()) >= 3:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    assert f"agvp-hpo resume {folder.path}" in output.replace("\n", "")
+    metadata = folder.store.read_metadata()
+    assert (metadata["status"], metadata["reason"]) == ("stopped", "interrupted")
+    before = folder.store.read()
+    assert not (before["status"] == "failed").any()
+
+    resumed = runner.invoke(app, ["resume", str(folder.path)])
+    assert resumed.exit_code == 0, resumed.output
+    after = folder.store.read()
+    assert not after.duplicated(["trial_id", "resource"]).any() and not (after["status"] == "failed").any()
+    _epochs_are_exact(after)
+    assert folder.store.read_metadata()["status"] == "finished"

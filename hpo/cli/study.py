@@ -116,6 +116,14 @@ def _progress_view() -> tuple[Live, Any]:
     return live, update
 
 
+def _interrupted(path: Path) -> typer.Exit:
+    console.print()
+    console.print(
+        f"interrupted: the study is stopped; continue it with `agvp-hpo resume {path}`", soft_wrap=True
+    )
+    return typer.Exit(130)
+
+
 def _load_run_spec(spec_path: Path) -> Any:
     """A study file, or ``env:NAME``: the study text in environment variable NAME (how submitted Ray jobs
     receive it)."""
@@ -145,8 +153,11 @@ def run(
         if name is not None:
             spec = type(spec).model_validate({**spec.to_dict(), "name": name})
         live, update = _progress_view()
-        with live:
-            outcome = run_study(spec, address=address, progress=update)
+        try:
+            with live:
+                outcome = run_study(spec, address=address, progress=update)
+        except KeyboardInterrupt:
+            raise _interrupted(Path(spec.storage.root) / spec.name) from None
     console.print()
     console.print(
         f"study {spec.name} {outcome.status} ({outcome.reason}) in {_duration(outcome.elapsed)}: "
@@ -168,8 +179,11 @@ def resume(
     with user_errors():
         folder = find_study(study, root)
         live, update = _progress_view()
-        with live:
-            outcome = resume_study(folder, address=address, progress=update)
+        try:
+            with live:
+                outcome = resume_study(folder, address=address, progress=update)
+        except KeyboardInterrupt:
+            raise _interrupted(folder.path) from None
         spec = load_study(folder.spec_file)
     console.print()
     console.print(

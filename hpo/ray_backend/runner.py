@@ -79,6 +79,9 @@ def start_ray(spec: StudySpec, folder: StudyFolder, address: str | None) -> None
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "100")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Ctrl-C must raise KeyboardInterrupt here (status "stopped", running trials resumable), not make Ray
+    # Tune end its loop quietly, which would look like trainers that returned early.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     common: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
     if address is not None:
         ray.init(address=address, **common)
