@@ -20,16 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+from save_json import save_json  # benchmarks/ is on sys.path when a script runs
 from store_speed import million_row_reads  # the same store measurement as benchmarks/store_speed.py
 
 from hpo.ray_backend.driver import StudyDriver
@@ -118,10 +115,7 @@ def main() -> None:
             print(json.dumps(result["store_read"]), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(json.dumps(result, indent=1))
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.json_out}")
+    save_json(result, args.json_out)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from save_json import save_json  # benchmarks/ is on sys.path when a script runs
 
 from hpo.store import ResultStore
 
@@ -256,10 +257,7 @@ def main() -> None:
     for endpoint in ("best_k", "trials"):
         service, naive_result = result["service"][endpoint], result["naive"][endpoint]
         result[f"{endpoint}_speedup_p50"] = round(naive_result["p50_ms"] / service["p50_ms"], 1)
-    print(json.dumps(result, indent=1))
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.json_out}")
+    save_json(result, args.json_out)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,13 @@ store; neither may become the bottleneck of a study. This measures, with rows sh
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from save_json import save_json  # benchmarks/ is on sys.path when a script runs
 
 from hpo.store import ResultStore
 
@@ -104,10 +104,7 @@ def main() -> None:
         result["append_rows_per_s_1_row_parts"] = round(append_rate(root / "a", 1, 300, rng))
         result["append_rows_per_s_100_row_parts"] = round(append_rate(root / "b", 100, 100, rng))
         result.update(million_row_reads(root / "big", args.rows, rng))
-    print(json.dumps(result, indent=1))
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.json_out}")
+    save_json(result, args.json_out)
 
 
 if __name__ == "__main__":

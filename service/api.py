@@ -9,6 +9,7 @@ no token configured (writes disabled). Every error is a JSON body ``{"status": N
 from __future__ import annotations
 
 import hmac
+import itertools
 import json
 import math
 import time
@@ -173,8 +174,34 @@ def _trial(row: Any) -> dict[str, Any]:
     }
 
 
+def _dumps(payload: Any) -> bytes:
+    """Compact JSON, as every answer is sent (and cached)."""
+    return json.dumps(payload, separators=(",", ":"), default=str).encode()
+
+
 def _json(payload: Any) -> Response:
-    return Response(json.dumps(payload, separators=(",", ":"), default=str), media_type="application/json")
+    return Response(_dumps(payload), media_type="application/json")
+
+
+def _curve(trial_id: int, rows: Any) -> dict[str, Any]:
+    """One trial's learning curve from its result rows (in report order)."""
+    first = rows.iloc[0]
+    return {
+        "trial_id": int(trial_id),
+        "bracket": int(first["bracket"]),
+        "params": json.loads(first["config"]),
+        "points": [
+            {
+                "resource": int(r.resource),
+                "value": _clean(float(r.value)),
+                "decision": str(r.decision),
+                "status": str(r.status),
+                "rung": int(r.rung),
+                "time": float(r.time),
+            }
+            for r in rows.itertuples(index=False)
+        ],
+    }
 
 
 ERRORS = {
@@ -283,13 +310,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 "launch": launcher.state(study_id),
                 "best_so_far": reader.best_so_far(study_id),
             }
-            return json.dumps(payload, separators=(",", ":"), default=str).encode()
+            return _dumps(payload)
 
         body = reader.cached(study_id, "detail", detail)
         if study_id in launcher.launches:  # the launch state changes without the files changing
             payload = json.loads(body)
             payload["launch"] = launcher.state(study_id)
-            body = json.dumps(payload, separators=(",", ":"), default=str).encode()
+            body = _dumps(payload)
         return Response(body, media_type="application/json")
 
     @app.get("/api/studies/{study_id}/trials", response_model=TrialPage, responses=ERRORS, tags=["reads"])
@@ -320,7 +347,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             )
             items = [_trial(row) for row in table.iloc[offset : offset + limit].itertuples(index=False)]
             payload = {"total": len(table), "offset": offset, "limit": limit, "items": items}
-            return json.dumps(payload, separators=(",", ":"), default=str).encode()
+            return _dumps(payload)
 
         return await answer(study_id, ("trials", state, rung, sort, order, offset, limit), page)
 
@@ -332,7 +359,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             items = [_trial(row) for row in ranked.itertuples(index=False)]
             text = _best_yaml(folder, items[0]["params"]) if items else None
             payload = {"metric": metric, "mode": mode, "items": items, "yaml": text}
-            return json.dumps(payload, separators=(",", ":"), default=str).encode()
+            return _dumps(payload)
 
         return await answer(study_id, ("best-json", k), compute)
 
@@ -357,27 +384,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         tags=["reads"],
     )
     def curve(study_id: StudyId, trial_id: Annotated[int, PathParam(ge=0, le=10_000_000)]) -> Response:
-        rows = reader.curve(study_id, trial_id)
-        points = [
-            {
-                "resource": int(r.resource),
-                "value": _clean(float(r.value)),
-                "decision": str(r.decision),
-                "status": str(r.status),
-                "rung": int(r.rung),
-                "time": float(r.time),
-            }
-            for r in rows.itertuples(index=False)
-        ]
-        first = rows.iloc[0]
-        return _json(
-            {
-                "trial_id": trial_id,
-                "bracket": int(first["bracket"]),
-                "params": json.loads(first["config"]),
-                "points": points,
-            }
-        )
+        return _json(_curve(trial_id, reader.curve(study_id, trial_id)))
 
     @app.get(
         "/api/studies/{study_id}/curves",
@@ -389,30 +396,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def curves(study_id: StudyId, limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> Response:
         def compute(folder: StudyFolder) -> bytes:
             rows = reader.rows(study_id)
-            answer = []
-            if not rows.empty:
-                for trial_id, group in rows.groupby("trial_id", sort=True):
-                    if len(answer) >= limit:
-                        break
-                    answer.append(
-                        {
-                            "trial_id": int(trial_id),
-                            "bracket": int(group["bracket"].iloc[0]),
-                            "params": json.loads(group["config"].iloc[0]),
-                            "points": [
-                                {
-                                    "resource": int(r.resource),
-                                    "value": _clean(float(r.value)),
-                                    "decision": str(r.decision),
-                                    "status": str(r.status),
-                                    "rung": int(r.rung),
-                                    "time": float(r.time),
-                                }
-                                for r in group.itertuples(index=False)
-                            ],
-                        }
-                    )
-            return json.dumps(answer, separators=(",", ":"), default=str).encode()
+            if rows.empty:
+                return _dumps([])
+            groups = itertools.islice(rows.groupby("trial_id", sort=True), limit)
+            return _dumps([_curve(int(trial_id), group) for trial_id, group in groups])
 
         return await answer(study_id, ("curves", limit), compute)
 

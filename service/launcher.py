@@ -37,11 +37,9 @@ def submission_paths(root: Path, name: str) -> tuple[Path, Path]:
     return folder / f"{name}.yaml", folder / f"{name}.log"
 
 
-def entrypoint(spec_file: Path, *, address: str | None = None) -> list[str]:
-    command = [sys.executable, "-m", "hpo.cli", "run", str(spec_file)]
-    if address is not None:
-        command += ["--address", address]
-    return command
+def entrypoint(spec_file: Path) -> list[str]:
+    """The local run of a submitted study: this Python, ``agvp-hpo run`` (embedded local Ray)."""
+    return [sys.executable, "-m", "hpo.cli", "run", str(spec_file)]
 
 
 class Launcher:

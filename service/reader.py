@@ -92,26 +92,28 @@ class StoreReader:
             if entry.is_dir() and STUDY_ID.match(entry.name) and (Path(entry.path) / METADATA_FILE).is_file()
         )
 
-    def peek(self, study_id: str, key: Any) -> Any:
-        """The cached value if the study's files are unchanged, else :data:`MISSING` (only stat calls)."""
-        folder = self.folder(study_id)
-        state = self.file_state(folder)
+    def _lookup(self, study_id: str, state: FileState, key: Any) -> Any:
+        """The value cached for ``key`` under this file state, else :data:`MISSING`."""
         with self._lock:
             entry = self._cache.get(study_id)
             if entry is not None and entry.state == state and key in entry.values:
+                self._cache.move_to_end(study_id)
                 return entry.values[key]
         return MISSING
+
+    def peek(self, study_id: str, key: Any) -> Any:
+        """The cached value if the study's files are unchanged, else :data:`MISSING` (only stat calls)."""
+        folder = self.folder(study_id)
+        return self._lookup(study_id, self.file_state(folder), key)
 
     def cached(self, study_id: str, key: Any, compute: Callable[[StudyFolder], Any]) -> Any:
         """``compute(folder)`` for this study and key, reused while the study's files are unchanged."""
         folder = self.folder(study_id)
         for _ in range(3):  # a compaction may remove a file between listing and reading: look again
             state = self.file_state(folder)
-            with self._lock:
-                entry = self._cache.get(study_id)
-                if entry is not None and entry.state == state and key in entry.values:
-                    self._cache.move_to_end(study_id)
-                    return entry.values[key]
+            value = self._lookup(study_id, state, key)
+            if value is not MISSING:
+                return value
             try:
                 value = compute(folder)
             except FileNotFoundError:

@@ -163,7 +163,7 @@ class StudyDriver:
         previous = self.core.resource_of(trial_id)
         decision = self.core.report(trial_id, epoch, value)
         self.total_resource += epoch - previous
-        info.checkpoint = str(metrics.get("checkpoint") or info.checkpoint or "") or None
+        info.checkpoint = str(metrics.get("checkpoint") or "") or info.checkpoint
         info.node = node or info.node
         status = self.core.status(trial_id)
         self._row(running.job, epoch, value, decision, status, metrics, node=info.node)
@@ -209,16 +209,8 @@ class StudyDriver:
         return running
 
     def _update_best(self, trial_id: int, epoch: int, value: float) -> None:
-        """The best value at the highest fidelity reached so far (a value at more epochs always wins)."""
-        if math.isnan(value):
-            return
-        if self.best is not None and epoch < self.best[2]:
-            return
-        if self.best is not None and epoch == self.best[2]:
-            better = value > self.best[0] if self.spec.objective.mode == "max" else value < self.best[0]
-            if not better:
-                return
-        self.best = (value, trial_id, epoch)
+        if improves(self.best, epoch, value, self.spec.objective.mode):
+            self.best = (value, trial_id, epoch)
 
     # -- rows -----------------------------------------------------------------------------------------
 
@@ -358,6 +350,18 @@ class StudyDriver:
         """(milestone epochs, trials that reported there) for every milestone."""
         reached = [self.core.resource_of(t) for t in range(self.core.num_trials)]
         return [(m, sum(1 for r in reached if r >= m)) for m in self.core.milestones]
+
+
+def improves(best: tuple[float, int, int] | None, epoch: int, value: float, mode: str) -> bool:
+    """Whether ``value`` after ``epoch`` epochs beats ``best`` = (value, trial, epoch): the best is the best
+    value at the highest fidelity reached so far (more epochs always win; NaN never does)."""
+    if math.isnan(value):
+        return False
+    if best is None or epoch > best[2]:
+        return True
+    if epoch < best[2]:
+        return False
+    return value > best[0] if mode == "max" else value < best[0]
 
 
 def make_row(

@@ -15,7 +15,7 @@ from ray.tune.experiment import Trial
 from ray.tune.search import Searcher
 
 from hpo.ray_backend.adapter import NotPickled
-from hpo.ray_backend.driver import driver_identity, make_row
+from hpo.ray_backend.driver import driver_identity, improves, make_row
 from hpo.ray_backend.trainable import ERROR_KEY
 from hpo.results import TrialStatus
 from hpo.schedulers.brackets import milestones
@@ -73,14 +73,7 @@ class NativeRecorder:
         if epoch in self.milestones and not error:
             loss = -value if self.spec.objective.mode == "max" else value
             self.searcher.observe(trial_id, self.configs[trial_id], epoch, finite_loss(loss))
-        if not math.isnan(value) and (
-            self.best is None
-            or epoch > self.best[2]
-            or (
-                epoch == self.best[2]
-                and (value > self.best[0] if self.spec.objective.mode == "max" else value < self.best[0])
-            )
-        ):
+        if improves(self.best, epoch, value, self.spec.objective.mode):
             self.best = (value, trial_id, epoch)
         self._pending.append(
             make_row(
@@ -264,7 +257,7 @@ def run_native(spec: StudySpec, folder: StudyFolder, *, address: str | None, pro
         raise
     finally:
         if folder.exists():
-            _close(folder, recorder, spec, reason, error)
+            _close(folder, recorder, reason, error)
     write_best_yaml(spec, folder)
     folder.store.compact()
     return StudyOutcome(
@@ -278,32 +271,18 @@ def run_native(spec: StudySpec, folder: StudyFolder, *, address: str | None, pro
 
 
 def _close(
-    folder: StudyFolder,
-    recorder: NativeRecorder,
-    spec: StudySpec,
-    reason: list[str],
-    error: BaseException | None,
+    folder: StudyFolder, recorder: NativeRecorder, reason: list[str], error: BaseException | None
 ) -> None:
     """Flush the rows and write the final metadata (also when the run failed)."""
+    from hpo.ray_backend.runner import write_metadata
+
     recorder.flush(force=True)
-    summary = recorder.summary()
     status = "failed" if error is not None else ("stopped" if reason and "stop" in reason[0] else "finished")
-    folder.store.update_metadata(
+    write_metadata(
+        folder,
+        recorder.summary(),
         status=status,
         reason=reason[0] if reason else ("budget spent" if error is None else None),
         error=None if error is None else f"{type(error).__name__}: {error}",
         ended=time.time(),
-        updated=time.time(),
-        budget_used={
-            "epochs": recorder.total_resource,
-            "fbe": round(recorder.total_resource / spec.fidelity.max, 3),
-            "trials": summary["trials"],
-            "seconds": round(recorder.elapsed, 1),
-        },
-        trials=summary["counts"],
-        best=(
-            {"value": recorder.best[0], "trial_id": recorder.best[1], "resource": recorder.best[2]}
-            if recorder.best
-            else None
-        ),
     )

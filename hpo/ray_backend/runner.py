@@ -128,23 +128,21 @@ def cluster_concurrency(spec: StudySpec) -> int:
     return min(capacity, limit) if limit is not None else capacity
 
 
-def _write_metadata(folder: StudyFolder, driver: StudyDriver | None, **fields: Any) -> None:
+def write_metadata(folder: StudyFolder, summary: dict[str, Any] | None, **fields: Any) -> None:
+    """Update ``study.json`` with ``fields`` and, from a progress ``summary`` (``StudyDriver.summary()`` or
+    the native recorder's), the budget used, trials by state and the best so far."""
     extra: dict[str, Any] = {"updated": time.time()}
-    if driver is not None:
-        counts = driver.counts()
+    if summary is not None:
+        best = summary["best"]
         extra.update(
             budget_used={
-                "epochs": driver.total_resource,
-                "fbe": round(driver.total_resource / driver.core.max_resource, 3),
-                "trials": driver.core.num_trials,
-                "seconds": round(driver.elapsed, 1),
+                "epochs": summary["total_resource"],
+                "fbe": round(summary["total_resource"] / summary["max_resource"], 3),
+                "trials": summary["trials"],
+                "seconds": round(summary["elapsed"], 1),
             },
-            trials=counts,
-            best=(
-                {"value": driver.best[0], "trial_id": driver.best[1], "resource": driver.best[2]}
-                if driver.best
-                else None
-            ),
+            trials=summary["counts"],
+            best={"value": best[0], "trial_id": best[1], "resource": best[2]} if best else None,
         )
     folder.store.update_metadata(**extra, **fields)
 
@@ -193,9 +191,9 @@ def run_study(
             )
             driver.snapshot()
         metadata = folder.store.read_metadata()
-        _write_metadata(
+        write_metadata(
             folder,
-            driver,
+            driver.summary(),
             status="running",
             error=None,
             ended=None,
@@ -208,9 +206,9 @@ def run_study(
         except BaseException as error:
             driver.maybe_flush(force=True)
             interrupted = isinstance(error, KeyboardInterrupt)
-            _write_metadata(
+            write_metadata(
                 folder,
-                driver,
+                driver.summary(),
                 status="stopped" if interrupted else "failed",
                 reason="interrupted" if interrupted else None,
                 error=None if interrupted else f"{type(error).__name__}: {error}",
@@ -222,7 +220,9 @@ def run_study(
     driver.maybe_flush(force=True)
     folder.store.compact()
     status = "finished" if reason is None else "stopped"
-    _write_metadata(folder, driver, status=status, reason=reason or "budget spent", ended=time.time())
+    write_metadata(
+        folder, driver.summary(), status=status, reason=reason or "budget spent", ended=time.time()
+    )
     write_best_yaml(spec, folder)
     return StudyOutcome(
         folder,
@@ -363,7 +363,7 @@ def _tune(
     def on_step() -> None:
         driver.maybe_flush()
         if metadata_due():
-            _write_metadata(folder, driver)
+            write_metadata(folder, driver.summary())
         if progress is not None and display_due():
             progress({**driver.summary(), "concurrency": concurrency, "stopping": stop.reason})
 
