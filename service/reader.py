@@ -24,7 +24,7 @@ import pandas as pd
 from hpo.results import TrialStatus
 from hpo.store import METADATA_FILE, StoreError
 from hpo.study.analysis import best_trials, trial_table
-from hpo.study.folder import StudyFolder, driver_alive
+from hpo.study.folder import StudyFolder, study_status
 
 STUDY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FileState = tuple[tuple[str, int, int], ...]
@@ -139,11 +139,7 @@ class StoreReader:
         return self.cached(study_id, "rows", lambda folder: folder.store.read())
 
     def status(self, study_id: str) -> str:
-        metadata = self.metadata(study_id)
-        status = str(metadata.get("status", "unknown"))
-        if status == "running" and driver_alive(metadata) is False:
-            return "interrupted"
-        return status
+        return study_status(self.metadata(study_id))
 
     def trials(self, study_id: str) -> pd.DataFrame:
         def compute(folder: StudyFolder) -> pd.DataFrame:

@@ -193,15 +193,6 @@ def resume(
     _finish_report(outcome.folder, spec)
 
 
-def _study_status(metadata: dict[str, Any]) -> str:
-    from hpo.study.folder import driver_alive
-
-    status = str(metadata.get("status", "?"))
-    if status == "running" and driver_alive(metadata) is False:
-        return "interrupted"  # the driver died without closing the study: resume it
-    return status
-
-
 def _when(timestamp: Any) -> str:
     if not isinstance(timestamp, (int, float)):
         return "-"
@@ -219,7 +210,7 @@ def status(
 ) -> None:
     """List studies under --root, or show one study: trials by state, best so far, budget, rungs."""
     from hpo.study.analysis import best_trials, trial_table
-    from hpo.study.folder import find_study, list_studies
+    from hpo.study.folder import find_study, list_studies, study_status
 
     with user_errors():
         if address is not None:
@@ -238,7 +229,7 @@ def status(
                 rows.append(
                     {
                         "name": folder.name,
-                        "status": _study_status(metadata),
+                        "status": study_status(metadata),
                         "trials": metadata.get("trials", {}),
                         "best": best.get("value"),
                         "budget_used": metadata.get("budget_used", {}),
@@ -275,7 +266,7 @@ def status(
         spec = metadata.get("spec", {})
         objective = spec.get("objective", {"metric": "value", "mode": "max"})
         rows = folder.store.read()
-        state = _study_status(metadata)
+        state = study_status(metadata)
         trials = trial_table(rows, finished=state == "finished")
         best = best_trials(rows, objective["mode"], k=5)
         if as_json:

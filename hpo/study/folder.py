@@ -104,3 +104,12 @@ def driver_alive(metadata: dict[str, object]) -> bool | None:
     except PermissionError:
         return True
     return True
+
+
+def study_status(metadata: dict[str, object]) -> str:
+    """The status a reader should show: ``interrupted`` for a study marked running whose driver is known to
+    have died without closing it (resume it), else the recorded status."""
+    status = str(metadata.get("status", "unknown"))
+    if status == "running" and driver_alive(metadata) is False:
+        return "interrupted"
+    return status
