@@ -22,7 +22,6 @@ from hpo.schedulers.brackets import milestones
 from hpo.searchers.base import finite_loss
 from hpo.study.build import max_total_epochs, searcher_from_spec, trainer_settings
 from hpo.study.folder import StudyFolder
-from hpo.study.loader import dump_study
 from hpo.study.spec import RayAshaSpec, StudySpec
 
 
@@ -173,19 +172,19 @@ def ray_scheduler(spec: StudySpec) -> Any:
 def run_native(spec: StudySpec, folder: StudyFolder, *, address: str | None, progress: Any) -> Any:
     from hpo.ray_backend.adapter import RecordingScheduler, StudyStopper, throttle
     from hpo.ray_backend.runner import (
-        RunError,
         StudyOutcome,
         check_inputs,
         cluster_concurrency,
+        create_study_folder,
         make_tuner,
+        refuse_existing,
         start_ray,
         trial_payload,
         write_best_yaml,
     )
 
     check_inputs(spec)
-    if folder.exists():
-        raise RunError(f"study {spec.name!r} already exists in {folder.path}; pass --name NEW")
+    refuse_existing(spec, folder, resumable=False)
     recorder = NativeRecorder(spec, folder)
     settings = trainer_settings(spec)
     budget = max_total_epochs(spec)
@@ -220,18 +219,7 @@ def run_native(spec: StudySpec, folder: StudyFolder, *, address: str | None, pro
     start_ray(spec, folder, address)
     try:
         concurrency = cluster_concurrency(spec)  # before any file is written
-        folder.path.mkdir(parents=True, exist_ok=True)
-        folder.spec_file.write_text(dump_study(spec), encoding="utf-8")
-        folder.store.write_metadata(
-            {
-                "name": spec.name,
-                "spec": spec.to_dict(),
-                "started": time.time(),
-                "status": "running",
-                "sessions": 1,
-            }
-            | driver_identity()
-        )
+        create_study_folder(spec, folder, status="running", sessions=1, **driver_identity())
 
         def on_step() -> None:
             recorder.flush()

@@ -128,6 +128,26 @@ def cluster_concurrency(spec: StudySpec) -> int:
     return min(capacity, limit) if limit is not None else capacity
 
 
+def refuse_existing(spec: StudySpec, folder: StudyFolder, *, resumable: bool) -> None:
+    """A new study never writes into an existing study's folder."""
+    if folder.exists():
+        hint = (
+            f"resume it with `agvp-hpo resume {folder.path}`, or pass --name NEW"
+            if resumable
+            else "pass --name NEW"
+        )
+        raise RunError(f"study {spec.name!r} already exists in {folder.path}; {hint}")
+
+
+def create_study_folder(spec: StudySpec, folder: StudyFolder, **metadata: Any) -> None:
+    """``study.yaml`` and the first ``study.json`` of a new study (name, spec, start time, ``metadata``)."""
+    folder.path.mkdir(parents=True, exist_ok=True)
+    folder.spec_file.write_text(dump_study(spec), encoding="utf-8")
+    folder.store.write_metadata(
+        {"name": spec.name, "spec": spec.to_dict(), "started": time.time(), **metadata}
+    )
+
+
 def write_metadata(folder: StudyFolder, summary: dict[str, Any] | None, **fields: Any) -> None:
     """Update ``study.json`` with ``fields`` and, from a progress ``summary`` (``StudyDriver.summary()`` or
     the native recorder's), the budget used, trials by state and the best so far."""
@@ -170,11 +190,8 @@ def run_study(
     driver = StudyDriver(spec, folder, core)
     if resume:
         state = load_state(folder.state_file)
-    elif folder.exists():
-        raise RunError(
-            f"study {spec.name!r} already exists in {folder.path}; resume it with "
-            f"`agvp-hpo resume {folder.path}`, or pass --name NEW"
-        )
+    else:
+        refuse_existing(spec, folder, resumable=True)
     import ray
 
     start_ray(spec, folder, address)
@@ -184,11 +201,7 @@ def run_study(
             driver.restore(state)
             folder.stop_file.unlink(missing_ok=True)
         else:
-            folder.path.mkdir(parents=True, exist_ok=True)
-            folder.spec_file.write_text(dump_study(spec), encoding="utf-8")
-            folder.store.write_metadata(
-                {"name": spec.name, "spec": spec.to_dict(), "started": time.time(), "sessions": 0}
-            )
+            create_study_folder(spec, folder, sessions=0)
             driver.snapshot()
         metadata = folder.store.read_metadata()
         write_metadata(
