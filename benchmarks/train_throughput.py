@@ -27,7 +27,7 @@ import torch
 from trainers.engine import _autocast, build_model
 from trainers.tfclip.config import TrainerConfig, resolve_config
 from trainers.tfclip.losses import ReIDTask
-from trainers.tfclip.optim import build_optimizer, parameter_groups
+from trainers.tfclip.optim import build_optimizer
 
 #: Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, by device-name fragment.
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
@@ -48,9 +48,7 @@ def measure(config: TrainerConfig, device: torch.device, *, steps: int, warmup: 
     memory = torch.randn(classes, embed) if config.uses_memory else None
     model = build_model(config, classes, memory).to(device)
     task = ReIDTask(config.loss, num_classes=classes, parts=model.parts, seq_len=config.data.sampling.seq_len)
-    optimizer = build_optimizer(
-        parameter_groups(model, model.classifier_parameters(), config.optim), config.optim
-    )
+    optimizer = build_optimizer(model, config.optim)
     batch = config.data.batch.batch_size
     frames = config.data.sampling.seq_len
     size = (config.data.transform.height, config.data.transform.width)

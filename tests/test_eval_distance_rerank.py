@@ -93,32 +93,38 @@ def test_distance_validation(query: np.ndarray, gallery: np.ndarray, kwargs: dic
 
 
 def reference_rerank(full: np.ndarray, num_query: int, k1: int, k2: int, lambda_value: float) -> np.ndarray:
-    """Item-by-item transcription of Zhong et al. (2017), sets and loops, to check the vectorised version."""
+    """Item-by-item transcription of Zhong et al. (2017), sets and loops, with the conventions of the authors'
+    code as TF-CLIP ships it (utils/reranking.py): L46 distances divided by their column maxima and
+    transposed; L60 round(k1 / 2) half to even; L65 a strictly larger overlap than 2/3; L47/L71/L74 V in
+    float16; L93 1 - m / (2 - m); L95 the lambda mix with the normalised distance."""
     n = full.shape[0]
-    order = np.argsort(full, axis=1, kind="stable")
+    d = (full / full.max(axis=0)).T
+    order = np.argsort(d, axis=1, kind="stable")
 
     def reciprocal(i: int, k: int) -> set[int]:
         return {int(j) for j in order[i, : k + 1] if i in order[j, : k + 1]}
 
-    half = int(np.floor(k1 / 2 + 0.5))
+    half = int(np.around(k1 / 2))
     v = np.zeros((n, n))
     for p in range(n):
         r_p = reciprocal(p, k1)
         r_star = set(r_p)
         for q in r_p:
             r_q = reciprocal(q, half)
-            if len(r_q & r_p) >= 2 / 3 * len(r_q):
+            if len(r_q & r_p) > 2 / 3 * len(r_q):
                 r_star |= r_q
         members = sorted(r_star)
-        weights = np.exp(-full[p, members].astype(np.float64))
+        weights = np.exp(-d[p, members].astype(np.float64))
         v[p, members] = weights / weights.sum()
+    v = v.astype(np.float16).astype(np.float64)
     if k2 > 1:
-        v = np.stack([v[order[p, :k2]].mean(axis=0) for p in range(n)])
+        v = np.stack([v[order[p, :k2]].mean(axis=0) for p in range(n)]).astype(np.float16).astype(np.float64)
     jaccard = np.empty((num_query, n - num_query))
     for p in range(num_query):
         for g in range(num_query, n):
-            jaccard[p, g - num_query] = 1 - np.minimum(v[p], v[g]).sum() / np.maximum(v[p], v[g]).sum()
-    return (1 - lambda_value) * jaccard + lambda_value * full[:num_query, num_query:]
+            m = np.minimum(v[p], v[g]).sum()
+            jaccard[p, g - num_query] = 1 - m / (2 - m)
+    return (1 - lambda_value) * jaccard + lambda_value * d[:num_query, num_query:]
 
 
 def clustered_data(seed: int, *, ids: int = 30, per_query: int = 2, per_gallery: int = 5, noise: float = 1.1):
@@ -136,8 +142,8 @@ def clustered_data(seed: int, *, ids: int = 30, per_query: int = 2, per_gallery:
 def test_rerank_matches_the_paper_transcription() -> None:
     q, g, *_ = clustered_data(3, ids=8, per_query=2, per_gallery=4)
     pooled = np.concatenate([q, g])
-    full = pairwise_distance(pooled, pooled)
-    for k1, k2, lam in ((6, 3, 0.3), (4, 1, 0.0), (9, 4, 0.7)):
+    full = pairwise_distance(pooled, pooled).astype(np.float64)
+    for k1, k2, lam in ((6, 3, 0.3), (4, 1, 0.0), (9, 4, 0.7), (5, 2, 0.3), (20, 6, 0.3)):
         expected = reference_rerank(full, q.shape[0], k1, k2, lam)
         got = k_reciprocal_rerank_distances(
             full[: q.shape[0], q.shape[0] :],
@@ -147,7 +153,19 @@ def test_rerank_matches_the_paper_transcription() -> None:
             k2=k2,
             lambda_value=lam,
         )
-        np.testing.assert_allclose(got, expected, atol=1e-6)
+        # float16 V: the two round the same float64 values, up to the last bit of a sum
+        np.testing.assert_allclose(got, expected, atol=2e-3)
+
+
+def test_rerank_hand_checked_case() -> None:
+    # One query q and gallery a, b with pooled squared distances q-a 1, q-b 4, a-b 2. Normalised per row
+    # (reference utils/reranking.py L46): q [0, .25, 1], a [.5, 0, 1], b [1, .5, 0]. With k1 = 1: R(q) =
+    # R(a) = {q, a}, R(b) = {b}; V_q = [1, e^-.25] / (1 + e^-.25), V_a = [e^-.5, 1] / (1 + e^-.5),
+    # V_b = [0, 0, 1]; m(q, a) = .37754 + .43782 = .81536 -> d_J = 1 - m / (2 - m) = .31172;
+    # m(q, b) = 0 -> d_J = 1. lambda .5: q-a = (.31172 + .25) / 2 = .28086, q-b = (1 + 1) / 2 = 1.
+    q_g, q_q, g_g = np.array([[1.0, 4.0]]), np.zeros((1, 1)), np.array([[0.0, 2.0], [2.0, 0.0]])
+    got = k_reciprocal_rerank_distances(q_g, q_q, g_g, k1=1, k2=1, lambda_value=0.5)
+    np.testing.assert_allclose(got, [[0.28086, 1.0]], atol=1e-3)
 
 
 def test_rerank_shape_dtype_and_lambda_one() -> None:
@@ -156,14 +174,18 @@ def test_rerank_shape_dtype_and_lambda_one() -> None:
     assert out.shape == (q.shape[0], g.shape[0])
     assert out.dtype == np.float32
     assert np.isfinite(out).all()
-    # lambda = 1 returns the original distance exactly, for features and for distance matrices.
-    np.testing.assert_array_equal(k_reciprocal_rerank(q, g, lambda_value=1.0), pairwise_distance(q, g))
+    # lambda = 1 returns the original distance divided by each query's largest pooled distance.
+    pooled = np.concatenate([q, g])
+    peak = pairwise_distance(q, pooled).max(axis=1, keepdims=True)
+    np.testing.assert_allclose(
+        k_reciprocal_rerank(q, g, lambda_value=1.0), pairwise_distance(q, g) / peak, rtol=1e-6
+    )
     d_qg = pairwise_distance(q, g).astype(np.float64)
     same = k_reciprocal_rerank_distances(
         d_qg, pairwise_distance(q, q), pairwise_distance(g, g), k1=5, k2=2, lambda_value=1
     )
     assert same.dtype == np.float64
-    np.testing.assert_array_equal(same, d_qg)
+    np.testing.assert_allclose(same, d_qg / peak, rtol=1e-6)
 
 
 def test_rerank_is_deterministic() -> None:

@@ -17,7 +17,6 @@ from trainers.tfclip.optim import (
     build_optimizer,
     centralize_gradients,
     lr_factor,
-    parameter_groups,
     set_epoch_lr,
 )
 
@@ -43,9 +42,7 @@ def _probe(config: TrainerConfig) -> str:
     memory = torch.randn(classes, embed, generator=rows) if config.uses_memory else None
     model = build_model(config, classes, memory)
     task = ReIDTask(config.loss, num_classes=classes, parts=model.parts, seq_len=frames)
-    optimizer = build_optimizer(
-        parameter_groups(model, model.classifier_parameters(), config.optim), config.optim
-    )
+    optimizer = build_optimizer(model, config.optim)
     generator = torch.Generator().manual_seed(2)
     clips = torch.randn(
         4, frames, 3, config.data.transform.height, config.data.transform.width, generator=generator
@@ -77,7 +74,12 @@ LIVE: dict[str, tuple[Any, dict[str, Any]]] = {
     "model.stride": (6, {}),
     "model.sie_coef": (0.5, {}),
     "model.frame_position": (True, {}),
-    "model.tmd": (False, {"model.test_features": ["cls", "proj"]}),
+    "model.tmd": (
+        False,
+        {"model.test_features": ["cls", "proj"], "loss.frame_weight": 0.0, "optim.classifier_lr_parts": []},
+    ),
+    "model.quick_gelu": (False, {}),
+    "model.neck_feat": ("after", {}),
     "model.tmd_heads": (4, {}),
     "model.ssp_layers": (2, {}),
     "model.ssp_heads": (4, {}),
@@ -100,6 +102,7 @@ LIVE: dict[str, tuple[Any, dict[str, Any]]] = {
     "optim.weight_decay_bias": (0.5, {"optim.name": "sgd"}),
     "optim.bias_lr_factor": (10.0, {}),
     "optim.classifier_lr_factor": (100.0, {}),
+    "optim.classifier_lr_parts": (["cls", "proj", "tmd"], {}),
     "optim.momentum": (0.5, {"optim.name": "sgd"}),
     "optim.epochs": (60, {"optim.schedule": "cosine"}),
     "optim.warmup_epochs": (5, {}),
@@ -143,6 +146,7 @@ VALIDATED: dict[str, Any] = {
     "runtime.threads": 0,
     "runtime.eval_batch_size": 0,
     "runtime.eval_flip": "sometimes",
+    "runtime.eval_mask": {"gendr": 0.2},
     "runtime.cache_dir": 3,
 }
 

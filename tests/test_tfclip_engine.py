@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from hpo.cli import app
+from trainers import engine
 from trainers.data.index import read_dataset
 from trainers.data.pipeline import validation_split
 from trainers.engine import CHECKPOINT_FILE, CheckpointError, NonFiniteLossError, fit, load_checkpoint
@@ -105,7 +106,7 @@ def test_memory_cache_is_content_keyed(
         "data.transform.height": 48,
         "data.transform.mean": [0.5, 0.5, 0.5],
         "data.sampling.seq_len": 3,
-        "data.sampling.test_mode": "dense",
+        "model.quick_gelu": False,
     }
     keys = {
         name: memory_key(_config(small_root, **{name: value}), index, split)
@@ -120,6 +121,8 @@ def test_memory_cache_is_content_keyed(
     assert base not in keys.values()
     assert len(set(keys.values())) == len(keys)  # every input gives its own entry
     assert memory_key(_config(small_root, **{"optim.lr": 0.1}), index, split) == base  # training-only setting
+    # the memory always uses dense clips (TF-CLIP's stage-1 loader), whatever the test sampling mode
+    assert memory_key(_config(small_root, **{"data.sampling.test_mode": "dense"}), index, split) == base
 
     labels = {pid: label for label, pid in enumerate(sorted(split.train_pids))}
     memory, key = identity_memory(config, index, split, labels, device=torch.device("cpu"))
@@ -134,11 +137,32 @@ def test_memory_cache_is_content_keyed(
     assert torch.equal(again, memory)
 
 
-def test_runtime_settings_act(small_root: Path, tmp_path: Path) -> None:
+def test_runtime_settings_act(small_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The validation of this tiny split ranks too coarsely to show flip TTA in mAP; the flag must reach the
+    # feature extraction (whose flip averaging tests/test_eval_distance_rerank.py checks).
+    flips: list[bool] = []
+    extract = engine.extract_features
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        flips.append(kwargs["flip"])
+        return extract(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "extract_features", spy)
     one = fit(_config(small_root, **{"runtime.eval_flip": True, "runtime.threads": 1}), max_epochs=1)
     two = fit(_config(small_root), max_epochs=1)
+    assert flips == [True, False]
     assert one[0]["train_loss"] == two[0]["train_loss"]  # flip TTA only changes validation features
-    assert one[0]["val_map"] != two[0]["val_map"] or one[0]["val_a2g_map"] != two[0]["val_a2g_map"]
+    masks: list[dict[str, float]] = []
+    views = engine.evaluate_views
+
+    def spy_views(*args: Any, **kwargs: Any) -> Any:
+        masks.append(dict(args[3].mask_penalties))
+        return views(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate_views", spy_views)
+    masked = fit(_config(small_root, **{"runtime.eval_mask": {"gender": 100.0}}), max_epochs=1)
+    assert masks == [{"gender": 100.0}]
+    assert masked[0]["train_loss"] == two[0]["train_loss"]
     seeded = fit(_config(small_root, **{"runtime.seed": 5}), max_epochs=1)
     assert seeded[0]["train_loss"] != two[0]["train_loss"]
     with pytest.raises(ValueError, match="max_epochs is 0"):

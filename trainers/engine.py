@@ -30,13 +30,13 @@ from trainers.data.pipeline import eval_dataset, train_loader, validation_split
 from trainers.data.split import ValidationSplit, validation_views
 from trainers.errors import AgvpError
 from trainers.evaluation.extract import extract_features
-from trainers.evaluation.protocol import evaluate_views
+from trainers.evaluation.protocol import ProtocolOptions, evaluate_views
 from trainers.protocol import CHECKPOINT_FILE, CheckpointError, NonFiniteLossError, Report
 from trainers.tfclip.config import TrainerConfig, config_to_yaml
 from trainers.tfclip.losses import ReIDTask
 from trainers.tfclip.memory import identity_memory
 from trainers.tfclip.model import TFCLIP
-from trainers.tfclip.optim import build_optimizer, centralize_gradients, parameter_groups, set_epoch_lr
+from trainers.tfclip.optim import build_optimizer, centralize_gradients, set_epoch_lr
 
 SPLIT_FILE = "split.json"
 CONFIG_FILE = "config.yaml"
@@ -121,7 +121,8 @@ def model_from_checkpoint(payload: dict[str, Any]) -> tuple[TFCLIP, TrainerConfi
 def evaluate_model(
     model: TFCLIP, config: TrainerConfig, index: Any, views: dict[str, Any], device: torch.device
 ) -> dict[str, float]:
-    """Validation metrics: per-view mAP/R1 and the objective (mean mAP over views)."""
+    """Validation metrics: per-view mAP/R1 and the objective (mean mAP over views), with the config's flip
+    TTA and soft-biometric masking (``runtime.eval_flip`` / ``runtime.eval_mask``)."""
     model.eval()
     tracklets = {t.key: t for view in views.values() for t in (*view.query, *view.gallery)}
     dataset = eval_dataset(index, list(tracklets.values()), config.data)
@@ -132,7 +133,8 @@ def evaluate_model(
         flip=config.runtime.eval_flip,
         device=device,
     )
-    report, _ = evaluate_views(index, views, features)
+    options = ProtocolOptions(mask_penalties=config.runtime.eval_mask)
+    report, _ = evaluate_views(index, views, features, options)
     metrics: dict[str, float] = {}
     for name, case in report.cases.items():
         if case.metrics is None:
@@ -178,9 +180,7 @@ def fit(
         config.loss, num_classes=len(labels), parts=model.parts, seq_len=config.data.sampling.seq_len
     )
     task.to(device)
-    optimizer = build_optimizer(
-        parameter_groups(model, model.classifier_parameters(), config.optim), config.optim
-    )
+    optimizer = build_optimizer(model, config.optim)
 
     start_epoch = 0
     if resume_from is not None:

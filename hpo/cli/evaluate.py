@@ -24,10 +24,13 @@ if TYPE_CHECKING:
 
 
 def _parse_masks(masks: list[str], default_penalty: float) -> dict[str, float]:
-    """``--mask gender`` or ``--mask gender=0.2``; ``--mask default`` = the X-TFCLIP four attributes."""
+    """``--mask gender`` or ``--mask gender=0.2``; ``--mask default`` = the X-TFCLIP four attributes;
+    ``--mask none`` = no masking."""
     penalties: dict[str, float] = {}
     for item in masks:
         name, _, value = item.partition("=")
+        if name == "none":
+            continue
         names = list(DEFAULT_MASK_ATTRIBUTES) if name == "default" else [name]
         for attribute in names:
             try:
@@ -77,7 +80,13 @@ def evaluate(
     sampling: Annotated[
         str | None, typer.Option("--sampling", help="chunk-first | dense (default: the model's test mode)")
     ] = None,
-    flip: Annotated[bool, typer.Option("--flip", help="Average features with the horizontal flip.")] = False,
+    flip: Annotated[
+        bool | None,
+        typer.Option(
+            "--flip/--no-flip",
+            help="Average features with the horizontal flip (default: the model's runtime.eval_flip).",
+        ),
+    ] = None,
     rerank: Annotated[bool, typer.Option("--rerank", help="k-reciprocal re-ranking.")] = False,
     k1: Annotated[int, typer.Option("--k1")] = 20,
     k2: Annotated[int, typer.Option("--k2")] = 6,
@@ -85,7 +94,9 @@ def evaluate(
     mask: Annotated[
         list[str] | None,
         typer.Option(
-            "--mask", help="Soft-biometric masking: ATTR or ATTR=PENALTY, repeatable; 'default' = 4."
+            "--mask",
+            help="Soft-biometric masking: ATTR or ATTR=PENALTY, repeatable; 'default' = 4; 'none' = off "
+            "(default: the model's runtime.eval_mask).",
         ),
     ] = None,
     mask_penalty: Annotated[float, typer.Option("--mask-penalty", help="Penalty when none is given.")] = 0.2,
@@ -103,9 +114,8 @@ def evaluate(
     """Run the test protocol (case 1 A2G, case 2 G2A): metrics when identities are known, and a submission."""
     # Heavy imports (torch, open_clip) here, so `agvp-hpo --help` and the data commands start fast.
     from trainers.data.index import read_dataset
+    from trainers.data.pipeline import eval_dataset
     from trainers.data.split import protocol_views
-    from trainers.data.transforms import ClipTransform
-    from trainers.data.video_dataset import TrackletDataset
     from trainers.engine import build_model, load_checkpoint, model_from_checkpoint, resolve_device
     from trainers.evaluation.extract import extract_features
     from trainers.evaluation.protocol import ProtocolOptions, evaluate_views
@@ -121,15 +131,17 @@ def evaluate(
             raise ValueError(f"--case is {case!r}, but must be one of a2g, g2a, both")
         if top_k < 1:
             raise ValueError(f"--top-k is {top_k}, but must be >= 1")
-        penalties = _parse_masks(mask or [], mask_penalty)
-        options = ProtocolOptions(
-            rerank=rerank, k1=k1, k2=k2, lambda_value=lambda_value, mask_penalties=penalties
-        )
+        penalties = _parse_masks(mask, mask_penalty) if mask is not None else None
         if checkpoint is not None:
             model, config = model_from_checkpoint(load_checkpoint(checkpoint))
         else:
             config = resolve_config({"preset": preset}, overrides={"loss.v2m_weight": 0})
             model = build_model(config, num_classes=1, memory=None)
+        penalties = dict(config.runtime.eval_mask) if penalties is None else penalties
+        flip = config.runtime.eval_flip if flip is None else flip
+        options = ProtocolOptions(
+            rerank=rerank, k1=k1, k2=k2, lambda_value=lambda_value, mask_penalties=penalties
+        )
         mode = SamplingMode(sampling) if sampling is not None else config.data.sampling.test_mode
         if mode is SamplingMode.CHUNK_RANDOM:
             raise ValueError("--sampling chunk-random is for training; use chunk-first or dense")
@@ -143,13 +155,7 @@ def evaluate(
         device = resolve_device(config.runtime.device)
         model = model.to(device).eval()
         tracklets = {t.key: t for view in views.values() for t in (*view.query, *view.gallery)}
-        dataset = TrackletDataset(
-            data,
-            list(tracklets.values()),
-            seq_len=config.data.sampling.seq_len,
-            mode=mode,
-            transform=ClipTransform(config.data.transform, train=False),
-        )
+        dataset = eval_dataset(index, list(tracklets.values()), config.data, mode=mode)
         with progress_bar(eta=True) as progress:
             task = progress.add_task("extracting features", total=len(dataset))
             features = extract_features(

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from trainers.data.config import BatchConfig, SamplingConfig, SplitConfig, StrictModel, TransformConfig
 from trainers.data.index import DatasetIndex, Tracklet
 from trainers.data.pk_sampler import PKSampler
+from trainers.data.sampling import SamplingMode
 from trainers.data.split import ValidationSplit, label_map, make_validation_split, training_tracklets
 from trainers.data.transforms import ClipTransform
 from trainers.data.video_dataset import TrackletDataset
@@ -59,12 +60,19 @@ def train_loader(
     return loader, dataset, sampler
 
 
-def eval_dataset(index: DatasetIndex, tracklets: Sequence[Tracklet], config: DataConfig) -> TrackletDataset:
-    """Deterministic clips (test sampling mode, no augmentation) for feature extraction."""
+def eval_dataset(
+    index: DatasetIndex,
+    tracklets: Sequence[Tracklet],
+    config: DataConfig,
+    *,
+    mode: SamplingMode | None = None,
+) -> TrackletDataset:
+    """Deterministic clips (``mode``, default the test sampling mode; no augmentation) for feature
+    extraction."""
     return TrackletDataset(
         index.root,
         tracklets,
         seq_len=config.sampling.seq_len,
-        mode=config.sampling.test_mode,
+        mode=mode or config.sampling.test_mode,
         transform=ClipTransform(config.transform, train=False),
     )

@@ -1,29 +1,32 @@
 """k-reciprocal re-ranking (Zhong et al., "Re-ranking Person Re-identification with k-reciprocal Encoding",
-CVPR 2017), vectorised with numpy.
+CVPR 2017) as the authors' public code computes it - the code path TF-CLIP ships as ``utils/reranking.py``
+(and torchreid as ``torchreid/utils/rerank.py``) - vectorised with numpy.
 
 The idea: a true match of a probe tends to have the probe among its own nearest neighbours too, so the set of
 *k-reciprocal* neighbours is a cleaner description of an item than its plain nearest neighbours. Two items
 that share many reciprocal neighbours are likely the same person; the Jaccard distance between those sets,
-blended with the original distance, gives the re-ranked distance. Steps, with the paper's symbols:
+blended with the original distance, gives the re-ranked distance. Steps, with the paper's symbols, over all
+query and gallery items pooled:
 
-1. ``N(p, k)``: the k nearest neighbours of p among all query and gallery items (p itself included, at
-   distance 0), ties broken by index so the result is deterministic.
-2. ``R(p, k1) = {g in N(p, k1) : p in N(g, k1)}``: the k-reciprocal neighbours (``k1``; we look at the
-   ``k1 + 1`` nearest so that p itself does not use up one of the k1 places).
-3. Expansion: ``R*(p) = R(p, k1)`` united with every ``R(q, k1/2)``, for q in ``R(p, k1)``, that overlaps
-   ``R(p, k1)`` in at least 2/3 of its members (eq. 6 of the paper). This recovers true matches that are
-   reciprocal with a close match of p but were pushed just outside p's own k1 neighbours.
-4. Gaussian-kernel weighted encoding: ``V_p[g] = exp(-d(p, g))`` for g in ``R*(p)``, 0 elsewhere. We normalise
-   each ``V_p`` to sum 1, as the authors' public code does, so that the Jaccard distance below compares the
-   *shape* of two neighbourhoods rather than how dense they are.
+0. Normalisation (the reference code, not the paper): the squared-Euclidean distance matrix is divided by
+   its column maxima and transposed, so for the symmetric pooled matrix row p of ``d`` is divided by its own
+   maximum and every ``d(p, .)`` lies in [0, 1]. This normalised ``d`` is used everywhere below, including
+   the final mix.
+1. ``N(p, k)``: the k nearest neighbours of p (p itself included, at distance 0), ties broken by index so
+   the result is deterministic (the reference's unstable argsort breaks them arbitrarily).
+2. ``R(p, k1) = {g in N(p, k1) : p in N(g, k1)}``: the k-reciprocal neighbours (``k1``; the ``k1 + 1``
+   nearest are looked at, so that p itself does not use up one of the k1 places).
+3. Expansion: ``R*(p) = R(p, k1)`` united with every ``R(q, round(k1 / 2))``, for q in ``R(p, k1)``, that
+   overlaps ``R(p, k1)`` in MORE than 2/3 of its members (eq. 6 of the paper; numpy's round-half-to-even, as
+   in the reference: k1 = 5 gives 2).
+4. Gaussian-kernel weighted encoding: ``V_p[g] = exp(-d(p, g))`` for g in ``R*(p)``, 0 elsewhere, normalised
+   to sum 1; the reference stores V in float16, and so do we (values rounded to float16).
 5. Local query expansion: ``V_p`` is replaced by the mean of ``V_g`` over the ``k2`` nearest neighbours g of p
-   (p itself first); ``k2 = 1`` disables it.
-6. Jaccard distance ``d_J(p, g) = 1 - sum_j min(V_p[j], V_g[j]) / sum_j max(V_p[j], V_g[j])``.
-7. ``d*(p, g) = (1 - lambda) d_J(p, g) + lambda d(p, g)`` (``lambda_value``).
-
-The original distance enters step 7 unscaled, so ``lambda_value = 1`` returns it exactly. (The authors' code
-first divides each column of the distance matrix by its maximum; with ``2 - 2 cos`` distances in ``[0, 4]``
-the same ``lambda_value`` therefore weighs the original distance somewhat more here.)
+   (p itself first), rounded to float16 again; ``k2 = 1`` disables it.
+6. Jaccard distance ``d_J(p, g) = 1 - m / (2 - m)`` with ``m = sum_j min(V_p[j], V_g[j])`` (the reference's
+   form of ``1 - sum min / sum max`` for rows that sum to 1; it accumulates m in float16, we in float64).
+7. ``d*(p, g) = (1 - lambda) d_J(p, g) + lambda d(p, g)`` (``lambda_value``), with the normalised ``d``, so
+   ``lambda_value = 1`` returns the normalised distance.
 
 Everything is computed on index arrays and a compressed sparse-row form of the ``V`` vectors, whose rows hold
 only tens of non-zeros: no Python loop over items, and memory grows with the number of items times k1^2, not
@@ -109,7 +112,7 @@ def _reciprocal_mask(neighbours: np.ndarray, k: int) -> np.ndarray:
 def _expanded_reciprocal_sets(neighbours: np.ndarray, k1: int) -> tuple[np.ndarray, np.ndarray]:
     """Row and column indices of the pairs (p, g) with g in R*(p), the expanded k-reciprocal set."""
     n = neighbours.shape[0]
-    half = int(np.floor(k1 / 2 + 0.5))
+    half = int(np.around(k1 / 2))  # round half to even, as the reference
     recip = _reciprocal_mask(neighbours, k1 + 1)
     recip_half = _reciprocal_mask(neighbours, min(half + 1, k1 + 1))
     forward = neighbours[:, : k1 + 1]
@@ -129,8 +132,8 @@ def _expanded_reciprocal_sets(neighbours: np.ndarray, k1: int) -> tuple[np.ndarr
         members = forward_half[candidates]  # (b, k1 + 1, half + 1): R(q, k1/2) padded with non-members
         member_valid = recip_half[candidates]
         overlap = np.count_nonzero(in_r[p[:, None, None], members] & member_valid, axis=2)
-        # |R(p,k1) & R(q,k1/2)| >= 2/3 |R(q,k1/2)|, in integers to avoid rounding at the boundary.
-        accept = recip[p] & (3 * overlap >= 2 * half_size[candidates])
+        # |R(p,k1) & R(q,k1/2)| > 2/3 |R(q,k1/2)|, in integers to avoid rounding at the boundary.
+        accept = recip[p] & (3 * overlap > 2 * half_size[candidates])
         bi, ai, mi = np.nonzero(accept[:, :, None] & member_valid)
         in_r_star[p[bi], members[bi, ai, mi]] = True
     return np.nonzero(in_r_star)
@@ -167,7 +170,7 @@ def _encode(dist: np.ndarray, neighbours: np.ndarray, k1: int, k2: int):
     np.minimum.at(row_min, rows, d)
     weights = np.exp(-(d - row_min[rows]))
     weights /= np.bincount(rows, weights=weights, minlength=n)[rows]
-    indptr, cols, vals = _csr_sum_duplicates(rows, cols, weights, n, n)
+    indptr, cols, vals = _csr_sum_duplicates(rows, cols, _float16(weights), n, n)
     if k2 == 1:
         return indptr, cols, vals
     # V_qe[p] = mean of V[g] over g in N(p, k2): concatenate those rows, then sum duplicate columns.
@@ -175,20 +178,25 @@ def _encode(dist: np.ndarray, neighbours: np.ndarray, k1: int, k2: int):
     targets = np.repeat(np.arange(n), k2)
     counts = np.diff(indptr)[sources]
     owner, index = _segment_gather(indptr[sources], counts)
-    return _csr_sum_duplicates(targets[owner], cols[index], vals[index] / k2, n, n)
+    indptr, cols, vals = _csr_sum_duplicates(targets[owner], cols[index], vals[index] / k2, n, n)
+    return indptr, cols, _float16(vals)
+
+
+def _float16(values: np.ndarray) -> np.ndarray:
+    """Round to float16 as the reference's V matrix is stored (kept as float64 for the arithmetic)."""
+    return values.astype(np.float16).astype(np.float64)
 
 
 def _jaccard_distance(indptr: np.ndarray, cols: np.ndarray, vals: np.ndarray, num_query: int) -> np.ndarray:
-    """``1 - sum min / sum max`` between every query row and every gallery row of V.
+    """``1 - m / (2 - m)``, ``m = sum min``, between every query row and every gallery row of V.
 
     Only columns where both vectors are non-zero contribute to ``sum min``, so the work is organised by
     column: every query entry is paired with the gallery entries of the same column (an inverted index, as
-    in the paper). ``sum max = |V_p|_1 + |V_g|_1 - sum min`` needs no second pass.
+    in the paper and the reference code).
     """
     n = indptr.size - 1
     num_gallery = n - num_query
     row_of = np.repeat(np.arange(n), np.diff(indptr))
-    row_sums = np.bincount(row_of, weights=vals, minlength=n)
 
     query_part = row_of < num_query
     q_rows, q_cols, q_vals = row_of[query_part], cols[query_part], vals[query_part]
@@ -213,21 +221,27 @@ def _jaccard_distance(indptr: np.ndarray, cols: np.ndarray, vals: np.ndarray, nu
         contrib = np.minimum(q_vals[owner], g_vals[index])
         min_sum += np.bincount(flat, weights=contrib, minlength=min_sum.size)
     min_sum = min_sum.reshape(num_query, num_gallery)
-    max_sum = row_sums[:num_query, None] + row_sums[None, num_query:] - min_sum
-    similarity = np.divide(min_sum, max_sum, out=np.zeros_like(min_sum), where=max_sum > 0)
-    return 1.0 - similarity
+    return 1.0 - min_sum / (2.0 - min_sum)
 
 
-def _rerank(full: np.ndarray, q_g: np.ndarray, num_query: int, k1: int, k2: int, lambda_value: float):
+def _normalise(full: np.ndarray) -> np.ndarray:
+    """The reference's ``transpose(d / max(d, axis=0))``; an all-zero column stays zero."""
+    peak = full.max(axis=0)
+    scaled = np.divide(full, peak, out=np.zeros_like(full), where=peak > 0)
+    return np.ascontiguousarray(scaled.T)
+
+
+def _rerank(full: np.ndarray, dtype: np.dtype, num_query: int, k1: int, k2: int, lambda_value: float):
     n = full.shape[0]  # >= 2: at least one query and one gallery item
     k1 = min(k1, n - 1)
     k2 = min(k2, n)
-    neighbours = _nearest_neighbours(full, max(k1 + 1, k2))
-    indptr, cols, vals = _encode(full, neighbours, k1, k2)
+    original = _normalise(full.astype(np.float32, copy=False))
+    neighbours = _nearest_neighbours(original, max(k1 + 1, k2))
+    indptr, cols, vals = _encode(original, neighbours, k1, k2)
     jaccard = _jaccard_distance(indptr, cols, vals, num_query)
     lam = float(lambda_value)
-    # (1 - 1) * d_J is exactly 0 and 1 * d is exactly d, so lambda_value = 1 reproduces q_g bit for bit.
-    return ((1.0 - lam) * jaccard).astype(q_g.dtype) + lam * q_g
+    # (1 - 1) * d_J is exactly 0, so lambda_value = 1 returns the normalised distance itself.
+    return ((1.0 - lam) * jaccard + lam * original[:num_query, num_query:]).astype(dtype)
 
 
 def k_reciprocal_rerank_distances(
@@ -263,8 +277,8 @@ def k_reciprocal_rerank_distances(
     q_g = _distance_matrix(q_g, "q_g_dist", (num_query, num_gallery))
     q_q = _distance_matrix(q_q_dist, "q_q_dist", (num_query, num_query))
     g_g = _distance_matrix(g_g_dist, "g_g_dist", (num_gallery, num_gallery))
-    full = np.block([[q_q, q_g], [q_g.T, g_g]]).astype(np.float32, copy=False)
-    return _rerank(full, q_g, num_query, int(k1), int(k2), lambda_value)
+    full = np.block([[q_q, q_g], [q_g.T, g_g]])
+    return _rerank(full, q_g.dtype, num_query, int(k1), int(k2), lambda_value)
 
 
 def k_reciprocal_rerank(
@@ -278,8 +292,9 @@ def k_reciprocal_rerank(
     """Re-ranked query-gallery distances from features (see the module docstring for the method).
 
     The original distance is :func:`~trainers.evaluation.distance.pairwise_distance` (``2 - 2 cos`` of
-    L2-normalised features), so ``lambda_value = 1`` returns exactly what it would. Defaults k1 = 20, k2 = 6,
-    lambda = 0.3 are those of the paper and of TF-CLIP.
+    L2-normalised features, the reference's squared Euclidean distance of normalised features), normalised
+    per item as in step 0. Defaults k1 = 20, k2 = 6, lambda = 0.3 are those of the paper and of TF-CLIP's
+    ``utils/metrics.py`` (which also uses 50 / 15 / 0.3 in one place).
 
     Returns:
         float32 ``(num_query, num_gallery)`` array.
@@ -290,7 +305,6 @@ def k_reciprocal_rerank(
     for name, array in (("query_features", query), ("gallery_features", gallery)):
         if array.ndim != 2 or array.shape[0] < 1:
             raise ValueError(f"{name} has shape {array.shape}, but must be 2-D with at least one row")
-    q_g = pairwise_distance(query, gallery)
     pooled = np.concatenate([query, gallery]).astype(np.float32, copy=False)
     full = pairwise_distance(pooled, pooled)
-    return _rerank(full, q_g, query.shape[0], int(k1), int(k2), lambda_value)
+    return _rerank(full, np.dtype(np.float32), query.shape[0], int(k1), int(k2), lambda_value)

@@ -132,8 +132,8 @@ def file_digest(path: Path) -> str:
 
 
 class TokenEncoder(nn.Module):
-    """Frames (N, 3, H, W) -> all tokens after ``ln_post`` (N, 1 + grid, width); ``project`` maps CLS
-    tokens to the joint embedding (``embed_dim``). ``side`` (N, width) is added to the CLS token first."""
+    """Frames (N, 3, H, W) -> all tokens after ``ln_post`` (N, 1 + grid, width); ``project`` maps tokens
+    to the joint embedding (``embed_dim``). ``side`` (N, width) is added to the CLS token first."""
 
     def __init__(
         self,
@@ -142,6 +142,7 @@ class TokenEncoder(nn.Module):
         image_size: tuple[int, int],
         stride: int | None = None,
         pos_interpolation: str = "bilinear",
+        quick_gelu: bool = True,
         weights: Path | None = None,
         seed: int | None = None,
     ) -> None:
@@ -159,7 +160,9 @@ class TokenEncoder(nn.Module):
         config["image_size"] = tuple(image_size)
         if seed is not None:
             torch.manual_seed(seed)
-        tower = _build_vision_tower(embed_dim, CLIPVisionCfg(**config))
+        # OpenAI's CLIP towers were trained with QuickGELU; open_clip builds plain GELU unless asked, which
+        # would compute a different function in every block once OpenAI weights are loaded.
+        tower = _build_vision_tower(embed_dim, CLIPVisionCfg(**config), quick_gelu=quick_gelu)
         self.grid = grid_size(image_size, patch, stride)
         tower.conv1.stride = (stride, stride)
         tower.positional_embedding = nn.Parameter(
@@ -199,6 +202,7 @@ class TokenEncoder(nn.Module):
         x = tower.transformer(x)
         return tower.ln_post(x)
 
-    def project(self, cls_tokens: torch.Tensor) -> torch.Tensor:
+    def project(self, tokens: torch.Tensor) -> torch.Tensor:
+        """CLIP's own projection to the joint embedding, on tokens of any leading shape (..., width)."""
         proj = self.tower.proj
-        return cls_tokens if proj is None else cls_tokens @ proj
+        return tokens if proj is None else tokens @ proj

@@ -1,10 +1,16 @@
 """Losses of the TF-CLIP family, and the task object that combines them into one ``loss``.
 
-- identity cross-entropy with uniform label smoothing, or online label smoothing (Zhang et al., "Delving Deep
-  into Label Smoothing", TIP 2021): the soft label of class c is the mean predicted distribution of the
-  correctly classified samples of c during the previous epoch;
-- batch-hard triplet loss (Hermans et al., 2017) with a margin;
-- video-to-memory cross-entropy and a frame-level identity cross-entropy averaged over frames.
+As in TF-CLIP (``loss/make_loss.py`` and ``processor/processor_clipreid_stage2.py``):
+
+    loss = id_weight * sum_p CE(logits_p) + triplet_weight * sum_p triplet(feat_p)
+           + v2m_weight * CE(v2m_logits) + frame_weight * CE(frame_logits) / T
+
+- every CE is label-smoothed (uniform, epsilon 0.1), or uses online label smoothing (Zhang et al., "Delving
+  Deep into Label Smoothing", TIP 2021; X-TFCLIP): the soft label of class c is the mean predicted
+  distribution of the correctly classified samples of c during the previous epoch. X-TFCLIP shares ONE OLS
+  instance between the three ID heads and the V2M term, and gives the frame term its own;
+- batch-hard triplet loss (Hermans et al., 2017) with a margin on the pre-neck video features;
+- the frame term is the CE of the TMD per-frame logits over the B*T frames, divided by T.
 
 Weights are configuration; a zero weight skips the term's computation entirely.
 """
@@ -37,9 +43,11 @@ def batch_hard_triplet(features: torch.Tensor, labels: torch.Tensor, margin: flo
 class OnlineLabelSmoothing(nn.Module):
     """Soft labels learned from the model's own correct predictions of the previous epoch.
 
-    ``soft`` (classes x classes) is used for the loss; ``accumulated``/``counts`` gather this epoch's
-    statistics; :meth:`next_epoch` swaps them in. All three are buffers, so checkpoints carry them and a
-    resumed run continues with the same soft labels.
+    ``soft`` (classes x classes, row c = the target of class c) is used for the loss; ``accumulated`` /
+    ``counts`` gather this epoch's statistics; :meth:`next_epoch` swaps them in. A class with no correct
+    prediction in an epoch gets an all-zero target for the next one (its samples then train on the hard term
+    only), as in X-TFCLIP's ``loss/online_label_smooth.py``. All three are buffers, so checkpoints carry them
+    and a resumed run continues with the same soft labels.
     """
 
     def __init__(self, num_classes: int, alpha: float, smoothing: float) -> None:
@@ -67,8 +75,7 @@ class OnlineLabelSmoothing(nn.Module):
 
     @torch.no_grad()
     def next_epoch(self) -> None:
-        seen = self.counts > 0
-        self.soft[seen] = self.accumulated[seen] / self.counts[seen].unsqueeze(1)
+        self.soft.copy_(self.accumulated / self.counts.clamp_min(1).unsqueeze(1))
         self.accumulated.zero_()
         self.counts.zero_()
 
@@ -81,15 +88,17 @@ class ReIDTask(nn.Module):
         self.config = config
         self.parts = parts
         self.seq_len = seq_len
-        self.ols = (
-            OnlineLabelSmoothing(num_classes, config.ols_alpha, config.label_smoothing)
-            if config.online_label_smoothing
-            else None
-        )
+        self.ols: OnlineLabelSmoothing | None = None
+        self.ols_frame: OnlineLabelSmoothing | None = None
+        if config.online_label_smoothing:
+            self.ols = OnlineLabelSmoothing(num_classes, config.ols_alpha, config.label_smoothing)
+            self.ols_frame = OnlineLabelSmoothing(num_classes, config.ols_alpha, config.label_smoothing)
 
-    def _identity(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.ols is not None:
-            return self.ols(logits, labels)
+    def _cross_entropy(
+        self, logits: torch.Tensor, labels: torch.Tensor, ols: OnlineLabelSmoothing | None
+    ) -> torch.Tensor:
+        if ols is not None:
+            return ols(logits, labels)
         return F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
 
     def forward(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -97,22 +106,24 @@ class ReIDTask(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         if c.id_weight > 0:
             terms["id"] = c.id_weight * sum(
-                self._identity(outputs[f"logits_{p}"].float(), labels) for p in self.parts
+                self._cross_entropy(outputs[f"logits_{p}"].float(), labels, self.ols) for p in self.parts
             )
         if c.triplet_weight > 0:
             terms["triplet"] = c.triplet_weight * sum(
                 batch_hard_triplet(outputs[f"feat_{p}"].float(), labels, c.triplet_margin) for p in self.parts
             )
         if c.v2m_weight > 0 and "v2m_logits" in outputs:
-            terms["v2m"] = c.v2m_weight * F.cross_entropy(outputs["v2m_logits"].float(), labels)
+            terms["v2m"] = c.v2m_weight * self._cross_entropy(outputs["v2m_logits"].float(), labels, self.ols)
         if c.frame_weight > 0:
             frame_labels = labels.repeat_interleave(self.seq_len)
-            terms["frame"] = c.frame_weight * F.cross_entropy(outputs["frame_logits"].float(), frame_labels)
+            frame = self._cross_entropy(outputs["frame_logits"].float(), frame_labels, self.ols_frame)
+            terms["frame"] = c.frame_weight * frame / self.seq_len
         if not terms:
             raise ValueError("every loss weight is 0: nothing to train")
         terms["loss"] = sum(terms.values())  # type: ignore[assignment]
         return terms
 
     def next_epoch(self) -> None:
-        if self.ols is not None:
-            self.ols.next_epoch()
+        for ols in (self.ols, self.ols_frame):
+            if ols is not None:
+                ols.next_epoch()

@@ -1,10 +1,12 @@
 """The CLIP identity memory: per-identity mean of the frozen pre-trained encoder's projected features.
 
-Computed once before training over the training tracklets (features averaged per tracklet, then per
-identity), never refreshed. It is cached on disk under a key hashing everything it depends on - the weights
-(file content, or the random-init seed and backbone), the dataset index and training identities, input
-size, normalisation, T and the sampling mode - so concurrent trials share it safely and a change to any input
-gives a new entry (the reference code keyed caches by batch index; we do not).
+Computed once before training, as TF-CLIP's stage-2 processor does with its ``train_loader_stage1`` (dense
+sampling, one tracklet per batch): every dense clip of a training tracklet is encoded (projected CLS
+features averaged over its T frames, no camera embedding), the clips are averaged per tracklet, then the
+tracklets per identity; never refreshed. It is cached on disk under a key hashing everything it depends on
+- the weights (file content, or the random-init seed and backbone), the activation, the dataset index and
+training identities, input size, normalisation and T - so concurrent trials share it safely and a change to
+any input gives a new entry (the reference code keyed caches by batch index; we do not).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import torch
 
 from trainers.data.index import DatasetIndex
 from trainers.data.pipeline import eval_dataset
+from trainers.data.sampling import SamplingMode
 from trainers.data.split import ValidationSplit, training_tracklets
 from trainers.evaluation.extract import extract_features
 from trainers.tfclip.backbone import TokenEncoder, file_digest
 from trainers.tfclip.config import TrainerConfig
 
 #: Part of every cache key: bump it when the code computing the memory changes, so old entries are not reused.
-MEMORY_CODE_VERSION = 1
+MEMORY_CODE_VERSION = 2
 _digest_cache: dict[tuple[str, int, float], str] = {}
 
 
@@ -54,6 +57,7 @@ def memory_key(config: TrainerConfig, index: DatasetIndex, split: ValidationSpli
         "backbone": config.model.backbone,
         "stride": config.model.stride,
         "pos_interpolation": config.model.pos_interpolation,
+        "quick_gelu": config.model.quick_gelu,
         "index": index.fingerprint(),
         "train_pids": hashlib.sha256(json.dumps(split.train_pids).encode()).hexdigest()[:16],
         "size": [transform.height, transform.width],
@@ -61,7 +65,6 @@ def memory_key(config: TrainerConfig, index: DatasetIndex, split: ValidationSpli
         "mean": list(transform.mean),
         "std": list(transform.std),
         "seq_len": config.data.sampling.seq_len,
-        "sampling": config.data.sampling.test_mode.value,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -88,12 +91,13 @@ def identity_memory(
         image_size=(transform.height, transform.width),
         stride=config.model.stride,
         pos_interpolation=config.model.pos_interpolation,
+        quick_gelu=config.model.quick_gelu,
         weights=config.model.weights,
         seed=config.runtime.seed,
     ).to(device)
     encoder.eval()
     tracklets = training_tracklets(index, split)
-    dataset = eval_dataset(index, tracklets, config.data)
+    dataset = eval_dataset(index, tracklets, config.data, mode=SamplingMode.DENSE)
 
     def encode(clips: torch.Tensor, cameras: torch.Tensor) -> torch.Tensor:
         batch, frames = clips.shape[:2]

@@ -1,39 +1,48 @@
 """Optimiser, parameter groups, learning-rate schedule and gradient centralisation.
 
-Parameter groups follow the strong ReID baselines: biases get ``bias_lr_factor`` x the base lr and their own
-weight decay; classifier weights get ``classifier_lr_factor`` x. The schedule is a per-epoch multiplier: a
-linear warm-up from ``warmup_factor`` over ``warmup_epochs``, then multistep decay or a cosine over the rest
-of ``epochs`` (the planned budget, not a run's max_epochs - see :mod:`trainers.tfclip.config`).
+Parameter groups follow TF-CLIP's ``solver/make_optimizer_prompt.py`` (``make_optimizer_2stage``): every
+parameter whose name contains "bias" (attention ``in_proj_bias`` included) gets ``bias_lr_factor`` x the base
+lr and ``weight_decay_bias``; the classifiers of ``classifier_lr_parts`` (TF-CLIP: the TMD one only) get
+``classifier_lr_factor`` x on top. The schedule is a per-epoch multiplier as in TF-CLIP's
+``solver/lr_scheduler.py`` (``WarmupMultiStepLR``): a linear warm-up from ``warmup_factor`` over
+``warmup_epochs`` times the multistep decay, or a cosine over the rest of ``epochs`` (the planned budget, not
+a run's max_epochs - see :mod:`trainers.tfclip.config`).
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from trainers.tfclip.config import OptimConfig
 
+if TYPE_CHECKING:
+    from trainers.tfclip.model import TFCLIP
 
-def parameter_groups(model: nn.Module, classifier: list[nn.Parameter], config: OptimConfig) -> list[dict]:
-    classifier_ids = {id(p) for p in classifier}
+
+def parameter_groups(model: TFCLIP, config: OptimConfig) -> list[dict]:
+    """One group per trainable parameter of ``model``, with its lr, weight decay and name."""
+    large_ids = {id(p) for p in model.classifier_parameters(config.classifier_lr_parts)}
     groups = []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         lr, decay = config.lr, config.weight_decay
-        if name.endswith(".bias"):
+        if "bias" in name:
             lr, decay = config.lr * config.bias_lr_factor, config.weight_decay_bias
-        if id(parameter) in classifier_ids:
-            lr = config.lr * config.classifier_lr_factor
+        if id(parameter) in large_ids:
+            lr *= config.classifier_lr_factor
         groups.append(
             {"params": [parameter], "lr": lr, "initial_lr": lr, "weight_decay": decay, "name": name}
         )
     return groups
 
 
-def build_optimizer(groups: list[dict], config: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: TFCLIP, config: OptimConfig) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, config)
     if config.name == "adam":
         return torch.optim.Adam(groups, lr=config.lr)
     if config.name == "adamw":
@@ -43,11 +52,14 @@ def build_optimizer(groups: list[dict], config: OptimConfig) -> torch.optim.Opti
 
 def lr_factor(epoch: int, config: OptimConfig) -> float:
     """Multiplier of the base lr during ``epoch`` (0-based)."""
+    warmup = 1.0
     if epoch < config.warmup_epochs:
         progress = epoch / config.warmup_epochs
-        return config.warmup_factor + (1 - config.warmup_factor) * progress
+        warmup = config.warmup_factor + (1 - config.warmup_factor) * progress
     if config.schedule == "multistep":
-        return config.gamma ** sum(epoch >= m for m in config.milestones)
+        return warmup * config.gamma ** sum(epoch >= m for m in config.milestones)
+    if epoch < config.warmup_epochs:
+        return warmup
     span = max(1, config.epochs - config.warmup_epochs)
     progress = min(1.0, (epoch - config.warmup_epochs) / span)
     return 0.5 * (1 + math.cos(math.pi * progress))
