@@ -1,7 +1,11 @@
-"""Shared fixtures: a small synthetic dataset generated once per test session."""
+"""Shared fixtures: a small synthetic dataset generated once per test session; every test isolated from the
+user's home."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +13,27 @@ import pytest
 from trainers.data.synth import SynthConfig, SynthSummary, generate_dataset
 
 SMALL = SynthConfig(seed=7, train_ids=10, test_ids=4, distractor_ids=2, frames=(3, 12))
+_HOME: list[Path] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The session runs with HOME at an empty folder of its own: no test may depend on the user's home (a
+    fresh machine has no ~/.ray) or write to it (a shared machine's is not ours)."""
+    home = Path(tempfile.mkdtemp(prefix="agvp-home-"))
+    _HOME.append(home)
+    os.environ["HOME"] = str(home)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Whatever a test wrote under HOME fails the run (and is removed with the folder)."""
+    if not _HOME:
+        return
+    home = _HOME.pop()
+    written = sorted(str(p.relative_to(home)) for p in home.rglob("*") if not p.is_dir())
+    shutil.rmtree(home, ignore_errors=True)
+    if written:
+        print(f"\nerror: tests wrote into the home directory: {', '.join(written[:10])}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

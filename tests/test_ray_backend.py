@@ -26,6 +26,7 @@ import yaml
 from typer.testing import CliRunner
 
 from hpo.cli import app
+from hpo.ray_backend import runner as runner_module
 from hpo.ray_backend.runner import RunError, run_study
 from hpo.study import parse_study
 from hpo.study.folder import StudyFolder
@@ -303,3 +304,40 @@ def test_ctrl_c_stops_the_study_resumably(short_tmp: Path) -> None:
     assert not after.duplicated(["trial_id", "resource"]).any() and not (after["status"] == "failed").any()
     _epochs_are_exact(after)
     assert folder.store.read_metadata()["status"] == "finished"
+
+
+def test_ray_temp_dir_stays_short_enough_for_ray_sockets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ray's Unix sockets (<temp>/session_<date>_<pid>/sockets/...) must stay under 108 bytes.
+    short = Path("/tmp/r")
+    assert runner_module.ray_temp_dir(short) == short.resolve() / ".ray"
+    long_root = tmp_path / ("x" * 60)
+    chosen = runner_module.ray_temp_dir(long_root)
+    assert len(str(chosen)) <= runner_module._MAX_TEMP_DIR and chosen.name.startswith("agvp-ray-")
+    # a long TMPDIR too: /tmp is the last resort
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / ("t" * 60)))
+    assert runner_module.ray_temp_dir(long_root).parent == Path("/tmp")
+    monkeypatch.setattr(runner_module, "_MAX_TEMP_DIR", 5)
+    with pytest.raises(RunError, match="set TMPDIR to a short writable folder"):
+        runner_module.ray_temp_dir(long_root)
+
+
+def test_embedded_ray_gets_a_private_token_and_respects_the_users(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without one, Ray 2.60 writes a new token to ~/.ray/auth_token when ray.init starts a local cluster.
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    runner_module._private_cluster_token()
+    token = os.environ["RAY_AUTH_TOKEN"]
+    assert len(token) == 64
+    runner_module._private_cluster_token()
+    assert os.environ["RAY_AUTH_TOKEN"] == token  # one per process
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "/somewhere/token")
+    runner_module._private_cluster_token()
+    assert "RAY_AUTH_TOKEN" not in os.environ
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    runner_module._private_cluster_token()
+    assert "RAY_AUTH_TOKEN" not in os.environ
+    runner_module.reset_ray_token_cache()

@@ -3,6 +3,8 @@ a server error (5xx), and the schema it reads is complete enough to generate req
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import schemathesis
@@ -15,13 +17,17 @@ from service.api import ServiceSettings, create_app
 TOKEN = "schema-token"
 
 
-def _app() -> object:
-    import tempfile
+ROOT = Path(tempfile.mkdtemp(prefix="agvp-schema-"))  # the schema is loaded at import, before any fixture
 
-    root = Path(tempfile.mkdtemp(prefix="agvp-schema-"))
-    write_study(root, "alpha")
-    write_study(root, "beta", status="running")
-    return create_app(ServiceSettings(store=root, token=TOKEN))
+
+def teardown_module() -> None:
+    shutil.rmtree(ROOT, ignore_errors=True)
+
+
+def _app() -> object:
+    write_study(ROOT, "alpha")
+    write_study(ROOT, "beta", status="running")
+    return create_app(ServiceSettings(store=ROOT, token=TOKEN))
 
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", _app())

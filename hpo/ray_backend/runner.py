@@ -13,6 +13,7 @@ import hashlib
 import logging
 import math
 import os
+import secrets
 import tempfile
 import time
 from collections.abc import Callable
@@ -53,12 +54,19 @@ class StudyOutcome:
 
 def ray_temp_dir(root: Path) -> Path:
     """Ray's temp dir: under the results root when that path is short enough for Ray's sockets, else a
-    short folder in the system temp dir named after the root."""
-    candidate = root.resolve() / ".ray"
-    if len(str(candidate)) <= _MAX_TEMP_DIR:
-        return candidate
-    digest = hashlib.sha1(str(candidate).encode()).hexdigest()[:10]
-    return Path(tempfile.gettempdir()) / f"agvp-ray-{digest}"
+    folder named after the root in the system temp dir (``$TMPDIR``), else in ``/tmp``; if none is short
+    enough, a :class:`RunError` says what to set."""
+    own = root.resolve() / ".ray"
+    digest = hashlib.sha1(str(own).encode()).hexdigest()[:10]
+    name = f"agvp-ray-{digest}"
+    candidates = [own, Path(tempfile.gettempdir()) / name, Path("/tmp") / name]
+    for candidate in candidates:
+        if len(str(candidate)) <= _MAX_TEMP_DIR and (candidate.parent.is_dir() or candidate == own):
+            return candidate
+    raise RunError(
+        f"Ray's socket paths must stay under 108 bytes, but {own} and the system temp dir "
+        f"({tempfile.gettempdir()}) are too long: set TMPDIR to a short writable folder"
+    )
 
 
 def check_inputs(spec: StudySpec) -> None:
@@ -86,6 +94,7 @@ def start_ray(spec: StudySpec, folder: StudyFolder, address: str | None) -> None
     if address is not None:
         ray.init(address=address, **common)
         return
+    _private_cluster_token()
     temp = ray_temp_dir(spec.storage.root)
     temp.mkdir(parents=True, exist_ok=True)
     ray.init(
@@ -95,6 +104,32 @@ def start_ray(spec: StudySpec, folder: StudyFolder, address: str | None) -> None
         _temp_dir=str(temp),
         **common,
     )
+
+
+def _private_cluster_token() -> None:
+    """Give the embedded local Ray a token of its own, in this process's environment.
+
+    Ray 2.60 starts a local cluster with token authentication and, when no token is configured, writes a new
+    one to ``~/.ray/auth_token``: every fresh machine would get a file in the user's home. The embedded
+    cluster is private to this driver (its nodes are this process's children, which inherit the
+    environment), so a random per-process token does the job and nothing is written. A token the user
+    configured (``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``) or ``RAY_AUTH_MODE=disabled`` is respected.
+    """
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    reset_ray_token_cache()
+
+
+def reset_ray_token_cache() -> None:
+    """Make Ray re-read its token from the environment (it caches the first one it loads per process)."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader
+    except ImportError:  # a Ray without token authentication
+        return
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def cluster_concurrency(spec: StudySpec) -> int:

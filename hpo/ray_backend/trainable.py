@@ -79,7 +79,9 @@ def run_job(config: dict[str, Any]) -> None:
         if saved is None:
             tune.report(metrics)
             return
-        with tempfile.TemporaryDirectory(prefix="agvp-pointer-") as folder:
+        # In the trial's own folder, not /tmp: a trial stopped inside tune.report never leaves this block,
+        # and what it leaves behind then belongs to the study, not to the machine.
+        with tempfile.TemporaryDirectory(prefix=".pointer-", dir=trial_dir) as folder:
             pointer = {"path": str(saved), "epoch": epoch, "trial_id": trial_id}
             (Path(folder) / POINTER_FILE).write_text(json.dumps(pointer), encoding="utf-8")
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
