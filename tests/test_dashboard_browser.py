@@ -4,6 +4,7 @@ without console errors, its plots and table hold the study's trials, and a scree
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -68,9 +69,22 @@ def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
         "--v=0",
         "--window-size=1300,1500",
         "--virtual-time-budget=8000",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-breakpad",
         *args,
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    # Chromium writes dconf and crash-report settings under HOME / XDG dirs whatever the profile: give it
+    # folders of its own, so the test leaves nothing in the user's home.
+    home = tmp / "home"
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+    }
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env=env)
 
 
 def test_dashboard_loads_and_plots_every_trial(served: tuple[str, Path], tmp_path: Path) -> None:

@@ -206,6 +206,24 @@ def test_cli_train_resume_and_evaluate(small_root: Path, tmp_path: Path) -> None
     assert evaluated.exit_code == 0, evaluated.output
     payload = json.loads(report.read_text())
     assert payload["model"]["checkpoint"] == str(out) and payload["overall"] is not None
+    assert payload["options"]["flip"] is False and payload["options"]["mask"] == {}
+
+
+def test_cli_evaluate_defaults_to_the_models_flip_and_masking(small_root: Path, tmp_path: Path) -> None:
+    config = _write_config(tmp_path / "tiny.yaml", small_root)
+    out = tmp_path / "run"
+    settings = ["--set", "runtime.eval_flip=true", "--set", "runtime.eval_mask={gender: 0.2, age: 0.1}"]
+    trained = runner.invoke(app, ["train", str(config), "--epochs", "1", "--out", str(out), *settings])
+    assert trained.exit_code == 0, trained.output
+    report = tmp_path / "report.json"
+    base = ["evaluate", str(out), "--data", str(small_root), "--json-out", str(report)]
+    assert runner.invoke(app, base).exit_code == 0
+    assert json.loads(report.read_text())["options"] == {
+        "sampling": "chunk-first", "flip": True, "rerank": False, "mask": {"gender": 0.2, "age": 0.1}
+    }
+    assert runner.invoke(app, [*base, "--no-flip", "--mask", "none"]).exit_code == 0
+    options = json.loads(report.read_text())["options"]
+    assert options["flip"] is False and options["mask"] == {}
 
 
 @pytest.mark.parametrize(

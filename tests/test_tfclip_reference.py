@@ -282,7 +282,7 @@ def test_alpha_memory_mix_starts_at_sigmoid_half() -> None:
     # X-TFCLIP make_model_clipreid.py L202 (memory_alpha = 0.5) and L297-298: M' = a M + (1 - a) SSP with
     # a = sigmoid(memory_alpha).
     model = _model(_x_tiny())
-    assert float(model.memory_alpha) == 0.5
+    assert float(model.memory_alpha.detach()) == 0.5
     _zero_update(model)
     out = model(_clips(), CAMERAS)
     alpha = 1 / (1 + math.exp(-0.5))
