@@ -219,7 +219,10 @@ def test_cli_evaluate_defaults_to_the_models_flip_and_masking(small_root: Path, 
     base = ["evaluate", str(out), "--data", str(small_root), "--json-out", str(report)]
     assert runner.invoke(app, base).exit_code == 0
     assert json.loads(report.read_text())["options"] == {
-        "sampling": "chunk-first", "flip": True, "rerank": False, "mask": {"gender": 0.2, "age": 0.1}
+        "sampling": "chunk-first",
+        "flip": True,
+        "rerank": False,
+        "mask": {"gender": 0.2, "age": 0.1},
     }
     assert runner.invoke(app, [*base, "--no-flip", "--mask", "none"]).exit_code == 0
     options = json.loads(report.read_text())["options"]
