@@ -336,7 +336,7 @@ def test_ssp_layout_heads_dropout_and_init() -> None:
         memory=torch.zeros(3, 64),
     ).ssp
     assert big is not None
-    weights = torch.cat([m.weight.flatten() for m in big.modules() if isinstance(m, nn.Linear)])
+    weights = torch.cat([m.weight.detach().flatten() for m in big.modules() if isinstance(m, nn.Linear)])
     assert float(weights.std()) == pytest.approx(0.02, rel=0.1) and float(weights.abs().max()) <= 2.0
     biases = [m.bias for m in big.modules() if isinstance(m, nn.Linear) and m.bias is not None]
     assert biases and all(float(b.abs().max()) == 0 for b in biases)
