@@ -34,6 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hpo.faults import fault_point
 from hpo.results import CONFIG
 from trainers.errors import AgvpError
 
@@ -141,6 +142,7 @@ class ResultStore:
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink)
         target = self._compacted(covered)
         atomic_write_bytes(target, sink.getvalue().to_pybytes())
+        fault_point("compaction")
         for number in parts:
             if number <= covered:
                 self._part(number).unlink(missing_ok=True)

@@ -8,7 +8,7 @@ from hpo.cli.data import data_app
 from hpo.cli.evaluate import evaluate
 from hpo.cli.plan import plan
 from hpo.cli.service import serve, submit
-from hpo.cli.study import best, export, resume, run, status, stop
+from hpo.cli.study import best, check, export, resume, run, status, stop
 from hpo.cli.train import train
 
 app = typer.Typer(
@@ -22,7 +22,7 @@ app.add_typer(data_app, name="data")
 app.command()(train)
 app.command()(evaluate)
 app.command()(plan)
-for command in (run, resume, status, best, export, stop, serve, submit):
+for command in (run, resume, status, best, export, stop, check, serve, submit):
     app.command()(command)
 
 

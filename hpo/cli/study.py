@@ -380,3 +380,29 @@ def stop(
         folder = find_study(study, root)
         folder.stop_file.write_text("stop requested\n", encoding="utf-8")
     console.print(f"stop requested for study {folder.name}")
+
+
+def check(
+    study: Annotated[str, typer.Argument(help="Study folder or name.")],
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Fix what can be rebuilt (rows that are gone stay gone).")
+    ] = False,
+    root: RootOption = Path("results"),
+) -> None:
+    """Verify a study folder: rows vs scheduler state vs checkpoints; exit 1 if anything is wrong."""
+    from hpo.study.check import check_study, repair_study
+    from hpo.study.folder import find_study
+
+    with user_errors():
+        folder = find_study(study, root)
+        if repair:
+            for line in repair_study(folder):
+                console.print(f"repaired: {line}")
+        problems = check_study(folder)
+    if not problems:
+        console.print(f"study {folder.name}: consistent (rows, scheduler state, checkpoints)")
+        return
+    for problem in problems:
+        hint = " [dim](--repair fixes this)[/]" if problem.repairable and not repair else ""
+        console.print(f"[red]problem[/]: {problem.message}{hint}", soft_wrap=True)
+    raise typer.Exit(1)

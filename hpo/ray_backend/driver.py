@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpo.faults import fault_point
 from hpo.results import (
     BRACKET,
     CHECKPOINT,
@@ -256,6 +257,7 @@ class StudyDriver:
     def _release(self, trial_id: int) -> None:
         """A trial that will never run again: delete its checkpoints (they can be large)."""
         shutil.rmtree(self.folder.trial_dir(trial_id), ignore_errors=True)
+        fault_point("released")
         self.trials[trial_id].checkpoint = None
 
     def maybe_flush(self, *, force: bool = False) -> None:
@@ -264,6 +266,7 @@ class StudyDriver:
         if not self._pending or (not force and now - self._last_flush < self.flush_seconds):
             return
         self.folder.store.append(self._pending)
+        fault_point("part-written")
         self._pending = []
         self._last_flush = now
         self.snapshot()
@@ -288,6 +291,7 @@ class StudyDriver:
     def snapshot(self) -> None:
         data = json.dumps(self.state_dict(), separators=(",", ":"), default=_json_default)
         atomic_write_bytes(self.folder.state_file, data.encode())
+        fault_point("state-written")
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Continue a study from its ``state.json`` (see the module docstring for what a resume does)."""

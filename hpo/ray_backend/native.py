@@ -14,6 +14,7 @@ from typing import Any
 from ray.tune.experiment import Trial
 from ray.tune.search import Searcher
 
+from hpo.faults import fault_point
 from hpo.ray_backend.adapter import NotPickled
 from hpo.ray_backend.driver import driver_identity, improves, make_row
 from hpo.ray_backend.trainable import ERROR_KEY
@@ -97,6 +98,7 @@ class NativeRecorder:
     def flush(self, *, force: bool = False) -> None:
         if self._pending and (force or time.time() - self._last_flush >= 1.0):
             self.folder.store.append(self._pending)
+            fault_point("part-written")
             self._pending = []
             self._last_flush = time.time()
 

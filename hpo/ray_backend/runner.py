@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hpo.faults import fault_point
 from hpo.ray_backend.driver import StudyDriver, driver_identity, load_state
 from hpo.ray_backend.trainable import AGVP_KEY
 from hpo.schedulers.base import Job
@@ -93,17 +94,18 @@ def start_ray(spec: StudySpec, folder: StudyFolder, address: str | None) -> None
     common: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
     if address is not None:
         ray.init(address=address, **common)
-        return
-    _private_cluster_token()
-    temp = ray_temp_dir(spec.storage.root)
-    temp.mkdir(parents=True, exist_ok=True)
-    ray.init(
-        address="local",
-        num_cpus=spec.execution.cpus or os.cpu_count() or 1,
-        include_dashboard=False,
-        _temp_dir=str(temp),
-        **common,
-    )
+    else:
+        _private_cluster_token()
+        temp = ray_temp_dir(spec.storage.root)
+        temp.mkdir(parents=True, exist_ok=True)
+        ray.init(
+            address="local",
+            num_cpus=spec.execution.cpus or os.cpu_count() or 1,
+            include_dashboard=False,
+            _temp_dir=str(temp),
+            **common,
+        )
+    fault_point("ray-started")
 
 
 def _private_cluster_token() -> None:
@@ -181,6 +183,7 @@ def create_study_folder(spec: StudySpec, folder: StudyFolder, **metadata: Any) -
     folder.store.write_metadata(
         {"name": spec.name, "spec": spec.to_dict(), "started": time.time(), **metadata}
     )
+    fault_point("folder-created")
 
 
 def write_metadata(folder: StudyFolder, summary: dict[str, Any] | None, **fields: Any) -> None:
@@ -271,6 +274,7 @@ def run_study(
     write_metadata(
         folder, driver.summary(), status=status, reason=reason or "budget spent", ended=time.time()
     )
+    fault_point("finishing")
     write_best_yaml(spec, folder)
     return StudyOutcome(
         folder,
