@@ -6,7 +6,7 @@ itself the n-th time it gets there), not after a sleep, so narrow windows are hi
 
 * ``kill``: SIGKILL / SIGTERM / SIGINT at a random visit of ``ray-started``, ``state-written`` or
   ``part-written``, for asha, hyperband and mfho;
-* ``release``, ``compaction``, ``folder-created``, ``finishing``: SIGKILL inside those windows;
+* ``released``, ``compaction``, ``folder-created``, ``finishing``: SIGKILL inside those windows;
 * ``concurrent-resume``: after a kill, two ``resume`` of the study at once;
 * ``truncated-state``: after a kill, ``state.json`` cut to half its length;
 * ``deleted-part``: after a kill, one result part file deleted (data loss from outside: the target is
@@ -47,7 +47,7 @@ from hpo.study.folder import StudyFolder
 SCHEDULERS = ("asha", "hyperband", "mfho")
 SCENARIOS = (
     "kill",
-    "release",
+    "released",
     "compaction",
     "folder-created",
     "finishing",
@@ -101,15 +101,20 @@ def _wait(process: subprocess.Popen[str]) -> tuple[int, str]:
     return process.returncode, (err or "").strip().splitlines()[-1:][0] if (err or "").strip() else ""
 
 
-def _resume_until_finished(folder: StudyFolder, cwd: Path, log: list[str]) -> None:
+def _resume_until_finished(folder: StudyFolder, spec: Path, cwd: Path, log: list[str]) -> None:
+    """What a user does after a crash: ``resume`` the study, or ``run`` it again if it never got going."""
     for _ in range(3):
         try:
             if folder.store.read_metadata().get("status") == "finished":
                 return
         except Exception as error:  # an unreadable folder is what resume must cope with
             log.append(f"metadata: {error}")
-        code, last = _wait(_cli(["resume", str(folder.path)], cwd=cwd))
-        log.append(f"resume -> {code} {last}")
+        if folder.exists():
+            code, last = _wait(_cli(["resume", str(folder.path)], cwd=cwd))
+            log.append(f"resume -> {code} {last}")
+        else:
+            code, last = _wait(_cli(["run", str(spec)], cwd=cwd))
+            log.append(f"run again -> {code} {last}")
 
 
 def _reports(rows: pd.DataFrame) -> pd.DataFrame:
@@ -157,7 +162,7 @@ def one_round(
         point = rng.choice(["ray-started", "state-written", "part-written"])
         nth = 1 if point == "ray-started" else rng.randint(1, 6 if point == "part-written" else 40)
         fault = f"{point}:{nth}:{rng.choice(['KILL', 'TERM', 'INT'])}"
-    elif scenario in ("release", "compaction", "folder-created", "finishing"):
+    elif scenario in ("released", "compaction", "folder-created", "finishing"):
         fault = f"{scenario}:1:KILL"
     else:  # a plain kill first, then the scenario's damage
         fault = f"state-written:{rng.randint(10, 30)}:KILL"
@@ -184,14 +189,14 @@ def one_round(
             detail.update(verify(folder, reference), noticed=noticed, log=log)
             shutil.rmtree(root, ignore_errors=True)
             return detail
-    _resume_until_finished(folder, root, log)
+    _resume_until_finished(folder, spec, root, log)
     detail.update(verify(folder, reference), noticed=noticed, log=log)
     shutil.rmtree(root, ignore_errors=True)
     return detail
 
 
 def reference_rows(work: Path, scheduler: str) -> pd.DataFrame:
-    root = work / f"ref-{scheduler}"
+    root = work / f"q{scheduler[0]}"  # short: the embedded Ray keeps its temp dir inside
     root.mkdir(parents=True)
     spec = root / "ref.yaml"
     spec.write_text(yaml.safe_dump(study(root / "results", "ref", scheduler)))

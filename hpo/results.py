@@ -64,6 +64,9 @@ TIMESTAMP: Final = "timestamp"  # Unix time the driver received the report
 NODE: Final = "node"  # the Ray node the trial ran on: "IP/first 8 hex digits of the node id"
 CHECKPOINT: Final = "checkpoint"  # the checkpoint file written at this epoch ("" if none)
 ERROR: Final = "error"  # why a trial failed ("" otherwise)
+#: Reserved keys of a trial's reports to the backend (never stored as metrics; ``make_row`` skips ``agvp_*``):
+ERROR_KEY: Final = "agvp_error"  # the trial failed for good and must not be retried
+TRIAL_KEY: Final = "agvp_trial"  # the trial id the report belongs to
 #: Every metric the trainer reported is also kept, as ``metric_<name>`` (e.g. ``metric_val_a2g_map``).
 METRIC_PREFIX: Final = "metric_"
 BACKEND_COLUMNS: Final = (TIMESTAMP, NODE, CHECKPOINT, ERROR)

@@ -25,6 +25,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
+from hpo.study.lock import lock_holder
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -439,7 +440,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         root = settings.store.resolve()
         spec = spec.model_copy(update={"storage": spec.storage.model_copy(update={"root": root})})
         check_study_id(spec.name)
-        if (root / spec.name).exists() or spec.name in launcher.launches:
+        folder = StudyFolder.of(root, spec.name)
+        if folder.exists() or lock_holder(folder.path) is not None or spec.name in launcher.launches:
             raise ApiError(409, f"study {spec.name!r} already exists; choose another name")
         spec_file, _ = submission_paths(root, spec.name)
         spec_file.parent.mkdir(parents=True, exist_ok=True)

@@ -77,7 +77,7 @@ class Launcher:
     def _ray_job(self, name: str, spec_file: Path) -> Launch:
         from ray.job_submission import JobSubmissionClient
 
-        from hpo.cli.service import submit_study_job
+        from hpo.ray_backend.jobs import submit_study_job
         from hpo.study import load_study
 
         job_id = submit_study_job(JobSubmissionClient(self.ray_address), load_study(spec_file))

@@ -10,7 +10,6 @@ changes and the next request recomputes (once) what it needs.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import threading
@@ -23,7 +22,7 @@ import pandas as pd
 
 from hpo.results import TrialStatus
 from hpo.store import METADATA_FILE, StoreError
-from hpo.study.analysis import best_trials, trial_table
+from hpo.study.analysis import best_so_far, best_trials, rung_table, trial_table
 from hpo.study.folder import StudyFolder, study_status
 
 STUDY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -139,7 +138,7 @@ class StoreReader:
         return self.cached(study_id, "rows", lambda folder: folder.store.read())
 
     def status(self, study_id: str) -> str:
-        return study_status(self.metadata(study_id))
+        return study_status(self.folder(study_id), self.metadata(study_id))
 
     def trials(self, study_id: str) -> pd.DataFrame:
         def compute(folder: StudyFolder) -> pd.DataFrame:
@@ -172,50 +171,15 @@ class StoreReader:
         return rows[rows["trial_id"] == trial_id]
 
     def rungs(self, study_id: str) -> list[dict[str, Any]]:
-        def compute(folder: StudyFolder) -> list[dict[str, Any]]:
-            rows = self.rows(study_id)
-            if rows.empty:
-                return []
-            at_rungs = rows[rows["rung"] >= 0]
-            answer = []
-            for (bracket, rung), group in at_rungs.groupby(["bracket", "rung"], sort=True):
-                resource = int(group["resource"].iloc[0])
-                ids = group["trial_id"].unique()
-                further = rows[rows["trial_id"].isin(ids) & (rows["resource"] > resource)]
-                answer.append(
-                    {
-                        "bracket": int(bracket),
-                        "rung": int(rung),
-                        "resource": resource,
-                        "trials": len(ids),
-                        "advanced": int(further["trial_id"].nunique()),
-                    }
-                )
-            return answer
-
-        return self.cached(study_id, "rungs", compute)
+        return self.cached(study_id, "rungs", lambda folder: rung_table(self.rows(study_id)))
 
     def best_so_far(self, study_id: str) -> list[dict[str, float]]:
-        """(epochs used so far, best value so far) at every report that improved the best at its fidelity."""
+        """(epochs used so far, best value so far) at every report that changed the best (the driver's rule:
+        the best value at the highest fidelity reached)."""
 
         def compute(folder: StudyFolder) -> list[dict[str, float]]:
-            rows = self.rows(study_id)
             _, mode = self.objective(study_id)
-            points: list[dict[str, float]] = []
-            if rows.empty:
-                return points
-            best: float | None = None
-            for total, value in zip(rows["total_resource"], rows["value"], strict=True):
-                if value is None or (isinstance(value, float) and math.isnan(value)):
-                    continue
-                if best is None or (value > best if mode == "max" else value < best):
-                    best = float(value)
-                    points.append({"total_resource": int(total), "value": best})
-            if points and not rows.empty:
-                points.append(
-                    {"total_resource": int(rows["total_resource"].max()), "value": points[-1]["value"]}
-                )
-            return points
+            return best_so_far(self.rows(study_id), mode)
 
         return self.cached(study_id, "best_so_far", compute)
 

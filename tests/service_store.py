@@ -6,11 +6,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpo.ray_backend.driver import StudyDriver
+from hpo.session.driver import StudyDriver
 from hpo.study import dump_study, parse_study
 from hpo.study.build import core_from_spec
 from hpo.study.folder import StudyFolder
+from hpo.study.lock import StudyLock
 from trainers.synthetic import curve
+
+
+#: Locks of the "running" studies written here; they are released when the test process exits.
+HELD: list[StudyLock] = []
 
 
 def synthetic_spec(root: Path, name: str, **changes: Any) -> Any:
@@ -60,4 +65,6 @@ def write_study(root: Path, name: str, *, status: str = "finished", **changes: A
             "best": {"value": best[0], "trial_id": best[1], "resource": best[2]} if best else None,
         }
     )
+    if status == "running":  # as a live driver does: hold the study lock (for the rest of the test process)
+        HELD.append(StudyLock(folder.path).acquire())
     return folder

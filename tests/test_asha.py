@@ -60,6 +60,35 @@ def test_promotion_order_and_rung_bookkeeping() -> None:
     assert core.rung_members(0) == [0, 1, 2, 3, 4, 5]
 
 
+def test_a_failed_promoted_trial_gives_its_promotion_slot_back() -> None:
+    core = ASHACore(Counter(), max_resource=9, reduction_factor=3, mode="min")  # milestones 1, 3, 9
+    losses = [0.5, 0.3, 0.9]
+    for trial_id in range(3):
+        core.suggest()
+        core.report(trial_id, 1, losses[trial_id])
+    job = core.suggest()  # the one slot of rung 0 (floor(3/3)) goes to trial 1 ...
+    assert job is not None and (job.trial_id, job.resource) == (1, 3)
+    core.report(1, 2, 0.3)  # ... which reports epoch 2, then crashes before rung 1
+    core.fail(1)
+    # the slot is free again: the next best of rung 0 (trial 0) is promoted instead of a new start
+    job = core.suggest()
+    assert job is not None and (job.kind, job.trial_id, job.start, job.resource) == (JobKind.RESUME, 0, 1, 3)
+    # and the state round trip keeps the released slot
+    restored = ASHACore(Counter(), max_resource=9, reduction_factor=3, mode="min")
+    restored.load_state_dict(json.loads(json.dumps(core.state_dict())))
+    assert restored._sorted == core._sorted
+
+
+def test_without_failures_a_promoted_trial_keeps_its_slot() -> None:
+    core = ASHACore(Counter(), max_resource=9, reduction_factor=3, mode="min")
+    for trial_id, loss in enumerate([0.5, 0.3, 0.9]):
+        core.suggest()
+        core.report(trial_id, 1, loss)
+    core.suggest()  # trial 1 promoted
+    job = core.suggest()  # slot taken: a new configuration starts
+    assert job is not None and (job.kind, job.trial_id) == (JobKind.START, 3)
+
+
 def test_stopping_mode_runs_to_max_and_stops_bad_trials() -> None:
     core = ASHACore(Counter(), max_resource=9, asha_mode="stopping")  # max mode
     job = core.suggest()

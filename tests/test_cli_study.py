@@ -223,23 +223,3 @@ def test_rung_spread_uses_the_highest_rung_with_two_trials() -> None:
     rows.loc[len(rows)] = {**rows.iloc[3].to_dict(), "trial_id": 0, "value": 0.45}
     assert rung_spread(rows) == (3, 2, 0.45, 0.5)
     assert rung_spread(rows.iloc[:0]) is None
-
-
-def test_study_status_marks_a_dead_driver_interrupted() -> None:
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    from hpo.study.folder import study_status
-
-    host = socket.gethostname()
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    assert study_status({"status": "running", "driver_pid": dead.pid, "driver_host": host}) == "interrupted"
-    assert study_status({"status": "running", "driver_pid": os.getpid(), "driver_host": host}) == "running"
-    assert (
-        study_status({"status": "running", "driver_pid": dead.pid, "driver_host": "elsewhere"}) == "running"
-    )
-    assert study_status({"status": "finished", "driver_pid": dead.pid, "driver_host": host}) == "finished"
-    assert study_status({}) == "unknown"

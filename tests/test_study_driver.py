@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from hpo.ray_backend.driver import StudyDriver, load_state
 from hpo.results import ROW_COLUMNS, TrialStatus
 from hpo.schedulers.base import Decision, JobKind
+from hpo.session.driver import StudyDriver, load_state
 from hpo.study import parse_study
 from hpo.study.build import core_from_spec
 from hpo.study.folder import StudyFolder
@@ -103,7 +103,7 @@ def test_journal_survives_a_crash_before_the_store_write(tmp_path: Path) -> None
     driver.maybe_flush()  # first part written
     _report(driver, 1, 1, 0.4)  # journaled only (flush_seconds not elapsed)
     assert len(driver.folder.store.read()) == 1
-    state = load_state(driver.folder.state_file)
+    state = load_state(driver.folder)
     assert len(state["journal"]["rows"]) == 1
 
     resumed = _driver(tmp_path, Clock())
@@ -123,7 +123,7 @@ def test_restore_relaunches_running_jobs_from_their_checkpoint(tmp_path: Path) -
     driver.next_job()
     assert _report(driver, 0, 1, 0.2) is Decision.CONTINUE
     assert _report(driver, 0, 2, 0.3) is Decision.CONTINUE
-    state = load_state(driver.folder.state_file)
+    state = load_state(driver.folder)
 
     resumed = _driver(tmp_path, Clock(), scheduler="fifo")
     resumed.restore(state)
@@ -162,4 +162,4 @@ def test_best_prefers_the_highest_fidelity(tmp_path: Path) -> None:
     _report(driver, 1, 2, 0.6)
     assert driver.best == (0.6, 1, 2)  # more epochs win over a higher low-fidelity value
     summary = driver.summary()
-    assert summary["counts"]["running"] == 2 and summary["rungs"][0] == (1, 2)
+    assert summary.counts["running"] == 2 and summary.rungs[0] == (1, 2)

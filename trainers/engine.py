@@ -13,18 +13,19 @@ stopping, and resuming to m (tested on CPU).
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from trainers.atomic import atomic_write
 from trainers.data.index import read_dataset
 from trainers.data.pipeline import eval_dataset, train_loader, validation_split
 from trainers.data.split import ValidationSplit, validation_views
@@ -63,16 +64,8 @@ def _autocast(config: TrainerConfig, device: torch.device) -> Any:
     return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
 
-def _save_atomic(payload: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(payload, temporary)
-        with temporary.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+def _save(payload: dict[str, Any], path: Path) -> None:
+    torch.save(payload, path)
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:
@@ -245,23 +238,21 @@ def fit(
             "eval_seconds": round(time.perf_counter() - started - train_seconds, 3),
         }
         if checkpoint_dir is not None:
-            _save_atomic(
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "epoch": epoch + 1,
-                    "config": config.model_dump(mode="json"),
-                    "num_classes": len(labels),
-                    "labels": labels,
-                    "split": _split_dict(split),
-                    "memory_key": memory_key,
-                    "model": model.state_dict(),
-                    "task": task.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "rng": {"torch": torch.get_rng_state()},
-                    "result": result,
-                },
-                checkpoint_dir / CHECKPOINT_FILE,
-            )
+            payload = {
+                "format": CHECKPOINT_FORMAT,
+                "epoch": epoch + 1,
+                "config": config.model_dump(mode="json"),
+                "num_classes": len(labels),
+                "labels": labels,
+                "split": _split_dict(split),
+                "memory_key": memory_key,
+                "model": model.state_dict(),
+                "task": task.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": {"torch": torch.get_rng_state()},
+                "result": result,
+            }
+            atomic_write(checkpoint_dir / CHECKPOINT_FILE, partial(_save, payload))
             result["checkpoint"] = str(checkpoint_dir / CHECKPOINT_FILE)
         results.append(result)
         if report is not None:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from trainers.atomic import atomic_write_text
 from trainers.protocol import CHECKPOINT_FILE, CheckpointError, NonFiniteLossError, Report
 
 
@@ -70,7 +70,5 @@ class SyntheticTrainer:
                 raise RuntimeError(f"synthetic crash at epoch {epoch}")
             if epoch == crash_epoch and params.get("diverge"):
                 raise NonFiniteLossError(epoch, 0, {"loss": float("nan")})
-            temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-            temporary.write_text(json.dumps({"epoch": epoch, "params": key}), encoding="utf-8")
-            os.replace(temporary, path)
+            atomic_write_text(path, json.dumps({"epoch": epoch, "params": key}))
             report({"epoch": epoch, "val_map": curve(params, epoch), "checkpoint": str(path)})

@@ -3,9 +3,8 @@ job on a cluster)."""
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -53,6 +52,7 @@ def submit(
     """Submit a study to a Ray cluster as a Ray job; prints the job id and how to follow it."""
     from ray.job_submission import JobSubmissionClient
 
+    from hpo.ray_backend.jobs import submit_study_job
     from hpo.study import load_study, resolve_study_path
 
     with user_errors():
@@ -67,28 +67,6 @@ def submit(
     console.print(f"submitted study {spec.name} as Ray job {job_id}", soft_wrap=True)
     console.print(f"follow it: ray job logs --address {address} --follow {job_id}", soft_wrap=True)
     console.print(f"results: {spec.storage.root}/{spec.name} on the cluster's shared volume", soft_wrap=True)
-
-
-#: The environment variable a submitted study file travels in (``agvp-hpo run env:NAME`` reads it).
-STUDY_ENV = "AGVP_STUDY_YAML"
-
-
-def submit_study_job(client: Any, spec: Any) -> str:
-    """Submit ``spec`` as a Ray job that runs ``agvp-hpo run`` on the cluster; returns the job id.
-
-    The study file travels in the job's environment, not as a working dir: Ray may clean a job's
-    working dir up while the driver still runs in it. The nodes must have the package installed."""
-    from hpo.study import dump_study
-
-    return str(
-        client.submit_job(
-            entrypoint=shlex.join(
-                ["python", "-m", "hpo.cli", "run", f"env:{STUDY_ENV}", "--address", "auto"]
-            ),
-            runtime_env={"env_vars": {STUDY_ENV: dump_study(spec), "PYTHONUNBUFFERED": "1"}},
-            metadata={"agvp_study": spec.name},
-        )
-    )
 
 
 def list_jobs(address: str) -> None:

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Group
@@ -15,6 +15,9 @@ from rich.table import Table
 from rich.text import Text
 
 from hpo.cli._common import console, fail, user_errors
+
+if TYPE_CHECKING:
+    from hpo.session.recorder import StudySummary
 
 RootOption = Annotated[
     Path, typer.Option("--root", help="Results root to find studies by name in (a study path also works).")
@@ -32,32 +35,33 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
-def render_summary(summary: dict[str, Any]) -> Group:
+def render_summary(summary: StudySummary) -> Group:
     """The live view: trials by state, best so far, budget used, per-rung occupancy."""
-    counts = summary["counts"]
+    counts = summary.counts
     states = ", ".join(
         f"{counts.get(s, 0)} {s}" for s in ("running", "paused", "completed", "stopped", "failed")
     )
-    best = summary.get("best")
+    best = summary.best
     best_text = f"{best[0]:.4f} (trial {best[1]} at {best[2]} epochs)" if best else "-"
-    epochs = summary["total_resource"]
-    limit = summary.get("max_total_resource")
-    fbe = epochs / summary["max_resource"]
+    epochs = summary.total_resource
+    limit = summary.max_total_resource
+    fbe = epochs / summary.max_resource
     budget = f"{epochs} epochs ({fbe:.1f} full-budget equivalents)" + (f" of {limit}" if limit else "")
-    trials = f"{summary['trials']}" + (f"/{summary['max_trials']}" if summary.get("max_trials") else "")
-    clock = _duration(summary["elapsed"]) + (
-        f" of {_duration(summary['wall_clock'])}" if summary.get("wall_clock") else ""
-    )
+    trials = f"{summary.trials}" + (f"/{summary.max_trials}" if summary.max_trials else "")
+    clock = _duration(summary.elapsed)
+    if summary.wall_clock:
+        clock += f" of {_duration(summary.wall_clock)}"
+    at_once = summary.concurrency if summary.concurrency is not None else "?"
     head = Text.from_markup(
-        f"[bold]{summary['study']}[/]  trials {trials}: {states}\n"
-        f"best {summary['metric']}: [bold green]{best_text}[/]\n"
-        f"budget: {budget}; time {clock}; {summary.get('concurrency', '?')} at once"
-        + (f"\n[yellow]stopping: {summary['stopping']}[/]" if summary.get("stopping") else "")
+        f"[bold]{summary.study}[/]  trials {trials}: {states}\n"
+        f"best {summary.metric}: [bold green]{best_text}[/]\n"
+        f"budget: {budget}; time {clock}; {at_once} at once"
+        + (f"\n[yellow]stopping: {summary.stopping}[/]" if summary.stopping else "")
     )
     rungs = Table(title="trials per rung", title_justify="left")
     rungs.add_column("epochs", justify="right")
     rungs.add_column("trials", justify="right")
-    for milestone, reached in summary["rungs"]:
+    for milestone, reached in summary.rungs:
         rungs.add_row(str(milestone), str(reached))
     return Group(head, rungs)
 
@@ -110,7 +114,7 @@ def rung_spread(rows: Any) -> tuple[int, int, float, float] | None:
 def _progress_view() -> tuple[Live, Any]:
     live = Live(console=console, refresh_per_second=2, transient=False)
 
-    def update(summary: dict[str, Any]) -> None:
+    def update(summary: StudySummary) -> None:
         live.update(render_summary(summary))
 
     return live, update
@@ -209,7 +213,7 @@ def status(
     ] = None,
 ) -> None:
     """List studies under --root, or show one study: trials by state, best so far, budget, rungs."""
-    from hpo.study.analysis import best_trials, trial_table
+    from hpo.study.analysis import best_trials, rung_table, trial_table
     from hpo.study.folder import find_study, list_studies, study_status
 
     with user_errors():
@@ -229,7 +233,7 @@ def status(
                 rows.append(
                     {
                         "name": folder.name,
-                        "status": study_status(metadata),
+                        "status": study_status(folder, metadata),
                         "trials": metadata.get("trials", {}),
                         "best": best.get("value"),
                         "budget_used": metadata.get("budget_used", {}),
@@ -266,7 +270,7 @@ def status(
         spec = metadata.get("spec", {})
         objective = spec.get("objective", {"metric": "value", "mode": "max"})
         rows = folder.store.read()
-        state = study_status(metadata)
+        state = study_status(folder, metadata)
         trials = trial_table(rows, finished=state == "finished")
         best = best_trials(rows, objective["mode"], k=5)
         if as_json:
@@ -293,14 +297,14 @@ def status(
             f"budget used: {used.get('epochs', 0)} epochs, {_duration(used.get('seconds'))}; "
             f"started {_when(metadata.get('started'))}, updated {_when(metadata.get('updated'))}"
         )
-        if not rows.empty:
+        table_rows = rung_table(rows)
+        if table_rows:
             occupancy = Table(title="rungs", title_justify="left")
-            for column in ("rung", "epochs", "trials reported"):
+            for column in ("bracket", "rung", "epochs", "trials reported", "went further"):
                 occupancy.add_column(column, justify="right")
-            rung_rows = rows[rows["rung"] >= 0]
-            for rung, group in rung_rows.groupby("rung"):
+            for entry in table_rows:
                 occupancy.add_row(
-                    str(rung), str(int(group["resource"].iloc[0])), str(group["trial_id"].nunique())
+                    *(str(entry[k]) for k in ("bracket", "rung", "resource", "trials", "advanced"))
                 )
             console.print(occupancy)
         if not best.empty:
@@ -375,9 +379,12 @@ def stop(
 ) -> None:
     """Ask a running study to stop (its driver stops at its next step; resume continues it)."""
     from hpo.study.folder import find_study
+    from hpo.study.lock import lock_holder
 
     with user_errors():
         folder = find_study(study, root)
+        if lock_holder(folder.path) is None:
+            raise fail(f"study {folder.name} is not running (no driver holds it): nothing to stop")
         folder.stop_file.write_text("stop requested\n", encoding="utf-8")
     console.print(f"stop requested for study {folder.name}")
 
@@ -399,10 +406,10 @@ def check(
             for line in repair_study(folder):
                 console.print(f"repaired: {line}")
         problems = check_study(folder)
-    if not problems:
-        console.print(f"study {folder.name}: consistent (rows, scheduler state, checkpoints)")
-        return
     for problem in problems:
         hint = " [dim](--repair fixes this)[/]" if problem.repairable and not repair else ""
-        console.print(f"[red]problem[/]: {problem.message}{hint}", soft_wrap=True)
-    raise typer.Exit(1)
+        label = "[yellow]warning[/]" if problem.warning else "[red]problem[/]"
+        console.print(f"{label}: {problem.message}{hint}", soft_wrap=True)
+    if any(not p.warning for p in problems):
+        raise typer.Exit(1)
+    console.print(f"study {folder.name}: consistent (rows, scheduler state, checkpoints)")

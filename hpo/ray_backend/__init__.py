@@ -1,2 +1,3 @@
-"""The Ray Tune backend: the study driver (no Ray import), the Ray Tune adapter, the trainable, the runner and
-Ray's own schedulers as baselines. See :mod:`hpo.ray_backend.driver` for the design."""
+"""The Ray Tune backend: the one session loop (runner), the Ray Tune adapters for our cores and for Ray's own
+schedulers, the trainable, and Ray job submission. The session itself (driver, rows, state) is Ray-free:
+see :mod:`hpo.session`."""

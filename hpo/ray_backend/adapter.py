@@ -6,7 +6,7 @@ How Ray Tune's loop meets the core's (DESIGN principle 1): Ray asks the searcher
 step; :class:`JobSearcher` asks the core only while fewer jobs run than ``concurrency`` (a worker is free),
 so the core decides at the moment the simulator would. Each report reaches :class:`CoreScheduler`, which
 returns CONTINUE, or STOP for the core's PAUSE and STOP (a pause ends the job's Ray trial; see
-:mod:`hpo.ray_backend.driver`). ``ray-asha`` / ``ray-hyperband`` use Ray's schedulers unchanged, wrapped
+:mod:`hpo.session.driver`). ``ray-asha`` / ``ray-hyperband`` use Ray's schedulers unchanged, wrapped
 only to record rows (:class:`RecordingScheduler`).
 """
 
@@ -22,9 +22,13 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from hpo.ray_backend.driver import StudyDriver
-from hpo.ray_backend.trainable import ERROR_KEY
+from hpo.results import ERROR_KEY
 from hpo.schedulers.base import Decision, Job
+from hpo.session.driver import StudyDriver
+from hpo.session.native import NativeRecorder
+from hpo.session.recorder import Recorder, StopReason
+from hpo.study.build import max_total_epochs
+from hpo.study.spec import RayAshaSpec, StudySpec
 
 #: Builds the Ray trial config of a job: (job, checkpoint to start from) -> config.
 Payload = Callable[[Job, "str | None"], dict[str, Any]]
@@ -43,20 +47,26 @@ class NotPickled:
 
 
 class StudyStop:
-    """When the study must stop early: wall-clock budget spent, or a stop requested (the STOP file)."""
+    """When the study must stop early: a stop requested (the STOP file), the wall-clock budget spent, or
+    (for Ray's own schedulers, which know no budget) the epoch budget spent."""
 
-    def __init__(self, driver: StudyDriver, wall_clock: float | None, stop_file: Path) -> None:
-        self.driver = driver
-        self.wall_clock = wall_clock
+    def __init__(self, recorder: Recorder, spec: StudySpec, stop_file: Path) -> None:
+        self.recorder = recorder
+        self.wall_clock = spec.budget.wall_clock
+        self.epochs = max_total_epochs(spec) if isinstance(recorder, NativeRecorder) else None
         self.stop_file = stop_file
-        self.reason: str | None = None
+        self.reason: StopReason | None = None
+        self.detail: str | None = None
 
     def check(self) -> bool:
         if self.reason is None:
             if self.stop_file.exists():
-                self.reason = "stop requested"
-            elif self.wall_clock is not None and self.driver.elapsed >= self.wall_clock:
-                self.reason = f"wall-clock budget of {self.wall_clock:.0f} s spent"
+                self.reason, self.detail = StopReason.REQUESTED, StopReason.REQUESTED.value
+            elif self.wall_clock is not None and self.recorder.elapsed >= self.wall_clock:
+                self.reason = StopReason.WALL_CLOCK
+                self.detail = f"wall-clock budget of {self.wall_clock:.0f} s spent"
+            elif self.epochs is not None and self.recorder.total_resource >= self.epochs:
+                self.reason, self.detail = StopReason.BUDGET, f"epoch budget of {self.epochs} spent"
         return self.reason is not None
 
 
@@ -173,10 +183,57 @@ class CoreScheduler(NotPickled, FIFOScheduler):
             self.driver.fail(job.trial_id, f"the trainer returned before epoch {job.resource}")
 
 
+class ConfigSearcher(NotPickled, Searcher):
+    """New configurations from the study's searcher for Ray's own schedulers, up to ``budget.max_trials``."""
+
+    def __init__(
+        self, recorder: NativeRecorder, payload: Callable[[int, dict[str, Any]], Any], stop: StudyStop
+    ) -> None:
+        super().__init__(metric=None, mode=None)
+        self.recorder = recorder
+        self.payload = payload
+        self.stop = stop
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        max_trials = self.recorder.spec.budget.max_trials
+        if self.stop.check() or (max_trials is not None and self.recorder.num_trials() >= max_trials):
+            return Searcher.FINISHED
+        number, config = self.recorder.new_trial(trial_id)
+        return self.payload(number, config)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        """Nothing to do: results reach the searcher through :meth:`NativeRecorder.record`."""
+
+
+def ray_scheduler(spec: StudySpec) -> Any:
+    """Ray Tune's own ASHAScheduler / HyperBandScheduler for ``ray-asha`` / ``ray-hyperband``, unchanged."""
+    from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
+
+    fidelity, objective = spec.fidelity, spec.objective
+    if isinstance(spec.scheduler, RayAshaSpec):
+        return ASHAScheduler(
+            time_attr="epoch",
+            metric=objective.metric,
+            mode=objective.mode,
+            max_t=fidelity.max,
+            grace_period=spec.scheduler.grace_period or fidelity.min,
+            reduction_factor=spec.scheduler.reduction_factor or fidelity.eta,
+        )
+    return HyperBandScheduler(
+        time_attr="epoch",
+        metric=objective.metric,
+        mode=objective.mode,
+        max_t=fidelity.max,
+        reduction_factor=fidelity.eta,
+    )
+
+
 class RecordingScheduler(NotPickled, TrialScheduler):
     """Ray's own scheduler, unchanged, with each decision recorded as a result row."""
 
-    def __init__(self, inner: TrialScheduler, record: Callable[[Trial, dict[str, Any], str], None]) -> None:
+    def __init__(self, inner: TrialScheduler, record: Callable[[str, dict[str, Any], str], None]) -> None:
         super().__init__()
         self.inner = inner
         self.record = record
@@ -193,11 +250,11 @@ class RecordingScheduler(NotPickled, TrialScheduler):
 
     def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
         self.inner.on_trial_error(tune_controller, trial)
-        self.record(trial, {ERROR_KEY: error_text(trial)}, "stop")
+        self.record(trial.trial_id, {ERROR_KEY: error_text(trial)}, "stop")
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
         decision = self.inner.on_trial_result(tune_controller, trial, result)
-        self.record(trial, result, {"CONTINUE": "continue", "PAUSE": "pause"}.get(decision, "stop"))
+        self.record(trial.trial_id, result, {"CONTINUE": "continue", "PAUSE": "pause"}.get(decision, "stop"))
         return decision
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> None:

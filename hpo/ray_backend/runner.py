@@ -1,10 +1,19 @@
-"""Run or resume a study on Ray Tune: the embedded local Ray by default, or an existing cluster.
+"""Run or resume a study on Ray Tune: the embedded local Ray by default, or an existing cluster - ONE session
+loop for our scheduler cores and for Ray's own schedulers alike.
 
-``run_study(spec)`` creates ``<storage.root>/<name>/``, starts Ray (``ray.init`` with the study's CPU count
-and its temp dir under the results root; or ``address=...`` to join a cluster), checks that one trial's
-resources fit on some node (a GPU request on a CPU-only cluster would otherwise leave trials pending
-forever), runs the Tuner, and finishes the study folder: metadata, best configuration YAML, results flushed.
-``resume_study(folder)`` does the same from the folder's own ``study.yaml`` and ``state.json``.
+``run_study(spec)`` takes the study lock (:mod:`hpo.study.lock`), checks the inputs, starts Ray
+(``ray.init`` with the study's CPU count and its temp dir under the results root; or ``address=...`` to
+join a cluster), checks that one trial's resources fit on some node (a GPU request on a CPU-only cluster
+would otherwise leave trials pending forever), creates the study folder (:mod:`hpo.session.lifecycle`),
+runs the Tuner, and ends the study: rows stored and compacted, ``best.yaml``, final metadata.
+``resume_study(folder)`` does the same from the folder's own ``study.yaml`` and saved state. What differs
+between the two kinds of study is only the session object - :class:`~hpo.session.driver.StudyDriver` for
+our cores (persisted, resumable) or :class:`~hpo.session.native.NativeRecorder` for ``ray-asha`` /
+``ray-hyperband`` (recorded only) - and the Ray searcher and scheduler that drive it
+(:mod:`hpo.ray_backend.adapter`).
+
+Nothing is left behind by a study that cannot start: a new study's folder is removed again when the run
+fails before the study exists (no ``study.json``).
 """
 
 from __future__ import annotations
@@ -14,43 +23,39 @@ import logging
 import math
 import os
 import secrets
+import shutil
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hpo.faults import fault_point
-from hpo.ray_backend.driver import StudyDriver, driver_identity, load_state
 from hpo.ray_backend.trainable import AGVP_KEY
 from hpo.schedulers.base import Job
-from hpo.study.analysis import best_config_yaml, best_trials
+from hpo.session.driver import StudyDriver, driver_identity, load_state
+from hpo.session.lifecycle import (
+    RunError,
+    StudyOutcome,
+    create_study_folder,
+    end_study,
+    fail_study,
+    refuse_existing,
+    write_metadata,
+)
+from hpo.session.native import NativeRecorder
+from hpo.session.recorder import StopReason, StudySummary
 from hpo.study.build import RAY_NATIVE, core_from_spec, trainer_settings
 from hpo.study.folder import StudyFolder
-from hpo.study.loader import dump_study, load_study
+from hpo.study.loader import load_study
+from hpo.study.lock import StudyLock
 from hpo.study.spec import StudySpec
-from trainers.errors import AgvpError
 
-#: progress(summary): called about twice a second while the study runs, with ``StudyDriver.summary()``
-#: plus ``concurrency`` and ``stopping`` (why the study is stopping early, or None).
-Progress = Callable[[dict[str, Any]], None]
+#: progress(summary): called about twice a second while the study runs.
+Progress = Callable[[StudySummary], None]
 #: Ray's Unix sockets live under its temp dir; their paths must stay below 108 bytes.
 _MAX_TEMP_DIR = 40
 
-
-class RunError(AgvpError):
-    """A study cannot start or resume (bad folder, missing data, resources no node has)."""
-
-
-@dataclass(frozen=True)
-class StudyOutcome:
-    folder: StudyFolder
-    status: str  # finished | stopped
-    reason: str
-    elapsed: float
-    total_resource: int
-    trials: int
+__all__ = ["Progress", "RunError", "StudyOutcome", "resume_study", "run_study"]
 
 
 def ray_temp_dir(root: Path) -> Path:
@@ -165,46 +170,6 @@ def cluster_concurrency(spec: StudySpec) -> int:
     return min(capacity, limit) if limit is not None else capacity
 
 
-def refuse_existing(spec: StudySpec, folder: StudyFolder, *, resumable: bool) -> None:
-    """A new study never writes into an existing study's folder."""
-    if folder.exists():
-        hint = (
-            f"resume it with `agvp-hpo resume {folder.path}`, or pass --name NEW"
-            if resumable
-            else "pass --name NEW"
-        )
-        raise RunError(f"study {spec.name!r} already exists in {folder.path}; {hint}")
-
-
-def create_study_folder(spec: StudySpec, folder: StudyFolder, **metadata: Any) -> None:
-    """``study.yaml`` and the first ``study.json`` of a new study (name, spec, start time, ``metadata``)."""
-    folder.path.mkdir(parents=True, exist_ok=True)
-    folder.spec_file.write_text(dump_study(spec), encoding="utf-8")
-    folder.store.write_metadata(
-        {"name": spec.name, "spec": spec.to_dict(), "started": time.time(), **metadata}
-    )
-    fault_point("folder-created")
-
-
-def write_metadata(folder: StudyFolder, summary: dict[str, Any] | None, **fields: Any) -> None:
-    """Update ``study.json`` with ``fields`` and, from a progress ``summary`` (``StudyDriver.summary()`` or
-    the native recorder's), the budget used, trials by state and the best so far."""
-    extra: dict[str, Any] = {"updated": time.time()}
-    if summary is not None:
-        best = summary["best"]
-        extra.update(
-            budget_used={
-                "epochs": summary["total_resource"],
-                "fbe": round(summary["total_resource"] / summary["max_resource"], 3),
-                "trials": summary["trials"],
-                "seconds": round(summary["elapsed"], 1),
-            },
-            trials=summary["counts"],
-            best={"value": best[0], "trial_id": best[1], "resource": best[2]} if best else None,
-        )
-    folder.store.update_metadata(**extra, **fields)
-
-
 def run_study(
     spec: StudySpec,
     *,
@@ -214,107 +179,106 @@ def run_study(
 ) -> StudyOutcome:
     """Run ``spec`` to its end (or resume it); see the module docstring."""
     folder = StudyFolder.of(spec.storage.root, spec.name)
-    if spec.scheduler.kind in RAY_NATIVE:
-        from hpo.ray_backend.native import run_native
-
-        if resume:
-            raise RunError(
-                f"scheduler {spec.scheduler.kind} is Ray's own, whose state Ray does not persist "
-                "(ray-project/ray#30838): it cannot resume; start a new study"
-            )
-        return run_native(spec, folder, address=address, progress=progress)
-    core = core_from_spec(spec)
+    native = spec.scheduler.kind in RAY_NATIVE
+    if native and resume:
+        raise RunError(
+            f"scheduler {spec.scheduler.kind} is Ray's own, whose state Ray does not persist "
+            "(ray-project/ray#30838): it cannot resume; start a new study"
+        )
     check_inputs(spec)
-    driver = StudyDriver(spec, folder, core)
+    recorder: StudyDriver | NativeRecorder = (
+        NativeRecorder(spec, folder) if native else StudyDriver(spec, folder, core_from_spec(spec))
+    )
+    if not resume:
+        refuse_existing(spec, folder, resumable=not native)  # before the lock: no folder for a refusal
+    with StudyLock(folder.path):
+        try:
+            return _session(spec, folder, recorder, address=address, progress=progress, resume=resume)
+        finally:
+            if not folder.exists():  # the study never came to be (no study.json): leave nothing behind
+                shutil.rmtree(folder.path, ignore_errors=True)
+
+
+def _session(
+    spec: StudySpec,
+    folder: StudyFolder,
+    recorder: StudyDriver | NativeRecorder,
+    *,
+    address: str | None,
+    progress: Progress | None,
+    resume: bool,
+) -> StudyOutcome:
+    state: dict[str, Any] | None = None
     if resume:
-        state = load_state(folder.state_file)
+        metadata = folder.store.read_metadata()
+        if metadata.get("status") == "finished":
+            raise RunError(f"study {folder.name!r} has finished; nothing to resume")
+        state = load_state(folder)
+        check_rows_present(folder, state, metadata)
     else:
-        refuse_existing(spec, folder, resumable=True)
+        refuse_existing(spec, folder, resumable=not isinstance(recorder, NativeRecorder))  # under the lock
     import ray
 
     start_ray(spec, folder, address)
     try:
         concurrency = cluster_concurrency(spec)  # before any file is written: a bad request leaves nothing
-        if resume:
-            driver.restore(state)
+        if state is not None and isinstance(recorder, StudyDriver):
+            recorder.restore(state)
             folder.stop_file.unlink(missing_ok=True)
         else:
-            create_study_folder(spec, folder, sessions=0)
-            driver.snapshot()
-        metadata = folder.store.read_metadata()
+            create_study_folder(spec, folder, recorder, sessions=0)
+        sessions = int(folder.store.read_metadata().get("sessions", 0)) + 1
         write_metadata(
             folder,
-            driver.summary(),
+            recorder.summary(),
             status="running",
             error=None,
             ended=None,
             reason=None,
-            sessions=int(metadata.get("sessions", 0)) + 1,
+            sessions=sessions,
             **driver_identity(),
         )
         try:
-            reason = _tune(spec, folder, driver, concurrency, progress)
+            reason, detail = _tune(spec, folder, recorder, concurrency, progress)
         except BaseException as error:
-            driver.maybe_flush(force=True)
-            interrupted = isinstance(error, KeyboardInterrupt)
-            write_metadata(
-                folder,
-                driver.summary(),
-                status="stopped" if interrupted else "failed",
-                reason="interrupted" if interrupted else None,
-                error=None if interrupted else f"{type(error).__name__}: {error}",
-                ended=time.time(),
-            )
+            fail_study(folder, recorder, error)
             raise
     finally:
         ray.shutdown()
-    driver.maybe_flush(force=True)
-    folder.store.compact()
-    status = "finished" if reason is None else "stopped"
-    write_metadata(
-        folder, driver.summary(), status=status, reason=reason or "budget spent", ended=time.time()
-    )
-    fault_point("finishing")
-    write_best_yaml(spec, folder)
+    end_study(spec, folder, recorder, reason, detail)
     return StudyOutcome(
-        folder,
-        status,
-        reason or "budget spent",
-        driver.elapsed,
-        driver.total_resource,
-        driver.core.num_trials,
+        folder, reason.status, detail, recorder.elapsed, recorder.total_resource, recorder.num_trials()
     )
+
+
+def check_rows_present(folder: StudyFolder, state: dict[str, Any], metadata: dict[str, Any]) -> None:
+    """Refuse to resume a study whose stored rows are not all there (a part file deleted from outside),
+    unless the loss was recorded with ``agvp-hpo check --repair``."""
+    last = int(state["journal"]["part"]) - 1
+    acknowledged = set(metadata.get("lost_parts", []))
+    missing = sorted(set(folder.store.missing_numbers(expected_last=last)) - acknowledged)
+    if missing:
+        names = ", ".join(f"part-{n:08d}.parquet" for n in missing)
+        raise RunError(
+            f"study {folder.name!r}: {names} missing from {folder.store.results_dir} (their rows are lost); "
+            f"`agvp-hpo check --repair {folder.path}` records the loss, then resume continues"
+        )
 
 
 def resume_study(
     folder: StudyFolder, *, address: str | None = None, progress: Progress | None = None
 ) -> StudyOutcome:
-    if not folder.spec_file.is_file():
-        raise RunError(f"{folder.path}: not a study folder (no {folder.spec_file.name})")
-    metadata = folder.store.read_metadata()
-    if metadata.get("status") == "finished":
-        raise RunError(f"study {folder.name!r} has finished; nothing to resume")
-    from hpo.study.folder import driver_alive
-
-    if metadata.get("status") == "running" and driver_alive(metadata):
-        raise RunError(f"study {folder.name!r} is running (driver pid {metadata.get('driver_pid')})")
+    if not folder.spec_file.is_file() or not folder.exists():
+        raise RunError(
+            f"{folder.path}: not a study folder (no study.json; a run killed before its first step "
+            "leaves such a folder: start it again with `agvp-hpo run`)"
+        )
     spec = load_study(folder.spec_file)
     if spec.storage.root.resolve() != folder.path.parent.resolve():
         spec = spec.model_copy(
             update={"storage": spec.storage.model_copy(update={"root": folder.path.parent})}
         )
     return run_study(spec, address=address, progress=progress, resume=True)
-
-
-def write_best_yaml(spec: StudySpec, folder: StudyFolder) -> Path | None:
-    best = best_trials(folder.store.read(), spec.objective.mode, k=1)
-    if best.empty:
-        return None
-    text = best_config_yaml(spec, best.iloc[0]["params"])
-    from hpo.store import atomic_write_bytes
-
-    atomic_write_bytes(folder.best_file, text.encode())
-    return folder.best_file
 
 
 def trial_payload(
@@ -389,51 +353,80 @@ def make_tuner(
 
 
 def _tune(
-    spec: StudySpec, folder: StudyFolder, driver: StudyDriver, concurrency: int, progress: Progress | None
-) -> str | None:
-    """Run the Tuner until the core has nothing left; returns why it stopped early (None: it finished)."""
-    from hpo.ray_backend.adapter import CoreScheduler, JobSearcher, StudyStop, StudyStopper, throttle
+    spec: StudySpec,
+    folder: StudyFolder,
+    recorder: StudyDriver | NativeRecorder,
+    concurrency: int,
+    progress: Progress | None,
+) -> tuple[StopReason, str]:
+    """Run the Tuner until the scheduler has nothing left; returns why the session ended."""
+    from hpo.ray_backend.adapter import (
+        ConfigSearcher,
+        CoreScheduler,
+        JobSearcher,
+        RecordingScheduler,
+        StudyStop,
+        StudyStopper,
+        ray_scheduler,
+        throttle,
+    )
 
     settings = trainer_settings(spec)
 
-    def payload(job: Job, resume_from: str | None) -> dict[str, Any]:
+    def payload(
+        trial_id: int, params: dict[str, Any], start: int, target: int, resume_from: str | None
+    ) -> Any:
         return trial_payload(
             spec,
             folder,
             settings,
-            trial_id=job.trial_id,
-            params=dict(job.config),
-            start=job.start,
-            target=job.resource,
+            trial_id=trial_id,
+            params=params,
+            start=start,
+            target=target,
             resume_from=resume_from,
         )
 
-    stop = StudyStop(driver, spec.budget.wall_clock, folder.stop_file)
-    searcher = JobSearcher(driver, payload, concurrency, stop)
+    stop = StudyStop(recorder, spec, folder.stop_file)
+    if isinstance(recorder, StudyDriver):
+
+        def job_payload(job: Job, resume_from: str | None) -> Any:
+            return payload(job.trial_id, dict(job.config), job.start, job.resource, resume_from)
+
+        searcher: Any = JobSearcher(recorder, job_payload, concurrency, stop)
+        scheduler: Any = CoreScheduler(recorder, searcher, stop)
+    else:
+        searcher = ConfigSearcher(
+            recorder, lambda number, config: payload(number, config, 0, spec.fidelity.max, None), stop
+        )
+        scheduler = RecordingScheduler(ray_scheduler(spec), recorder.record)
     display_due, metadata_due = throttle(0.5), throttle(2.0)
 
+    def show() -> None:
+        if progress is not None:
+            progress(recorder.summary().with_session(concurrency=concurrency, stopping=stop.detail))
+
     def on_step() -> None:
-        driver.maybe_flush()
+        recorder.maybe_flush()
         if metadata_due():
-            write_metadata(folder, driver.summary())
-        if progress is not None and display_due():
-            progress({**driver.summary(), "concurrency": concurrency, "stopping": stop.reason})
+            write_metadata(folder, recorder.summary())
+        if display_due():
+            show()
 
     tuner = make_tuner(
         spec,
         folder,
         searcher=searcher,
-        scheduler=CoreScheduler(driver, searcher, stop),
+        scheduler=scheduler,
         stopper=StudyStopper(stop.check),
         on_step=on_step,
-        session=driver.session,
+        session=getattr(recorder, "session", 1),
     )
-    driver.start_clock()
+    recorder.start_clock()
     tuner.fit()
-    if progress is not None:
-        progress({**driver.summary(), "concurrency": concurrency, "stopping": stop.reason})
+    show()
     if stop.reason is not None:
-        return stop.reason
-    if not driver.done:
-        return "Ray Tune ended before the scheduler did"
-    return None
+        return stop.reason, stop.detail or stop.reason.value
+    if isinstance(recorder, StudyDriver) and not recorder.done:
+        return StopReason.BACKEND_ENDED, StopReason.BACKEND_ENDED.value
+    return StopReason.BUDGET, StopReason.BUDGET.value

@@ -20,12 +20,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hpo.results import ERROR_KEY, TRIAL_KEY
 from trainers.protocol import NonFiniteLossError, get_trainer
 
 AGVP_KEY = "agvp"
 POINTER_FILE = "agvp_checkpoint.json"
-ERROR_KEY = "agvp_error"  # a report with this key: the trial failed and must not be retried
-TRIAL_KEY = "agvp_trial"
 KEEP_EPOCH_FILES = 2
 
 

@@ -21,6 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from hpo.results import TrialStatus
 from hpo.schedulers.base import Decision, Job, JobKind, Mode, SchedulerCore, _Proposal
 from hpo.searchers.base import Searcher
 
@@ -82,14 +83,26 @@ class ASHACore(SchedulerCore):
 
     def _rebuild_views(self) -> None:
         # (loss, trial id) ascending = best first, ties to the older trial, as SchedulerCore._ranked.
+        # _sorted ranks the configurations that hold or may take a promotion slot: a trial that failed after
+        # being promoted from rung k gives its slot back (see _on_failed), so it leaves rung k's ranking.
         self._sorted: list[list[tuple[float, int]]] = []
         self._waiting: list[list[tuple[float, int]]] = []  # not yet promoted
         self._sorted_losses: list[list[float]] = []
         for k, members in enumerate(self._rungs):
             keyed = [(self.loss(self._trials[t].values[self.milestones[k]]), t) for t in members]
             self._sorted_losses.append(sorted(loss for loss, _ in keyed))
-            self._sorted.append(sorted(keyed))
+            self._sorted.append(sorted(e for e in keyed if not self._burned(e[1], k)))
             self._waiting.append(sorted(e for e in keyed if e[1] not in self._promoted[k]))
+
+    def _last_promotion(self, trial_id: int) -> int | None:
+        """The rung ``trial_id`` was last promoted out of (None: never promoted)."""
+        promoted = [k for k, members in enumerate(self._promoted) if trial_id in members]
+        return promoted[-1] if promoted else None
+
+    def _burned(self, trial_id: int, k: int) -> bool:
+        """Trial ``trial_id`` was promoted out of rung ``k`` and failed before reaching the next rung."""
+        failed = self._trials[trial_id].status is TrialStatus.FAILED
+        return failed and self._last_promotion(trial_id) == k
 
     def rung_members(self, k: int) -> list[int]:
         """Trial ids recorded at rung ``k``, in arrival order."""
@@ -105,7 +118,7 @@ class ASHACore(SchedulerCore):
         for k in range(len(self._rungs) - 1, -1, -1):
             # The best configuration not yet promoted is promotable iff it is within the top
             # floor(|rung| / eta): compare it with the entry at that position.
-            top = promotable(self._rungs[k], self.reduction_factor)
+            top = min(promotable(self._rungs[k], self.reduction_factor), len(self._sorted[k]))
             if top and self._waiting[k] and self._waiting[k][0] <= self._sorted[k][top - 1]:
                 return _Proposal(self._waiting[k][0][1], self.milestones[k + 1], self.s_max)
         return _Proposal(None, self.milestones[0], self.s_max) if can_start else None
@@ -132,6 +145,16 @@ class ASHACore(SchedulerCore):
             if stops_at_rung(loss, self._sorted_losses[k], self.reduction_factor)
             else Decision.CONTINUE
         )
+
+    def _on_failed(self, trial_id: int, target: int | None) -> None:
+        """A promoted trial that failed gives its promotion slot back: it leaves the ranking of the rung it
+        was promoted from (the slot count, floor(|rung| / eta), keeps counting it), so the next best waiting
+        configuration becomes promotable. Without this, crashing trials use up every slot and no healthy
+        trial gets past the rung."""
+        k = self._last_promotion(trial_id)
+        if k is None:
+            return  # failed before any promotion: it holds no slot
+        self._sorted[k].remove((self.loss(self._trials[trial_id].values[self.milestones[k]]), trial_id))
 
     def _settings(self) -> dict[str, Any]:
         return {**super()._settings(), "asha_mode": self.asha_mode}

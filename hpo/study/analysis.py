@@ -15,7 +15,17 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from hpo.results import CONFIG, RESOURCE, STATUS, TRIAL_ID, VALUE, TrialStatus
+from hpo.results import (
+    BRACKET,
+    CONFIG,
+    RESOURCE,
+    RUNG,
+    STATUS,
+    TOTAL_RESOURCE,
+    TRIAL_ID,
+    VALUE,
+    TrialStatus,
+)
 from hpo.study.spec import StudySpec
 
 TRIAL_COLUMNS = ("trial_id", "status", "resource", "value", "bracket", "reports", "params")
@@ -45,6 +55,60 @@ def trial_table(rows: pd.DataFrame, *, finished: bool = False) -> pd.DataFrame:
     table["reports"] = ordered.groupby(TRIAL_ID).size()
     table["params"] = [json.loads(text) for text in last[CONFIG]]
     return table.reset_index()[list(TRIAL_COLUMNS)]
+
+
+def improves(best: tuple[float, int, int] | None, epoch: int, value: float, mode: str) -> bool:
+    """Whether ``value`` after ``epoch`` epochs beats ``best`` = (value, trial, epoch): the best is the best
+    value at the highest fidelity reached so far (more epochs always win; NaN never does) - the rule
+    :func:`best_trials` ranks by, one report at a time."""
+    if math.isnan(value):
+        return False
+    if best is None or epoch > best[2]:
+        return True
+    if epoch < best[2]:
+        return False
+    return value > best[0] if mode == "max" else value < best[0]
+
+
+def best_so_far(rows: pd.DataFrame, mode: str) -> list[dict[str, float]]:
+    """(epochs used so far, best value so far) at every report that changed the best (:func:`improves`),
+    plus the last report's epochs used, so a plot runs to the end of the study."""
+    points: list[dict[str, float]] = []
+    if rows.empty:
+        return points
+    best: tuple[float, int, int] | None = None
+    for total, trial, epoch, value in zip(
+        rows[TOTAL_RESOURCE], rows[TRIAL_ID], rows[RESOURCE], rows[VALUE], strict=True
+    ):
+        if value is None or not improves(best, int(epoch), float(value), mode):
+            continue
+        best = (float(value), int(trial), int(epoch))
+        points.append({"total_resource": int(total), "value": best[0]})
+    if points:
+        points.append({"total_resource": int(rows[TOTAL_RESOURCE].max()), "value": points[-1]["value"]})
+    return points
+
+
+def rung_table(rows: pd.DataFrame) -> list[dict[str, int]]:
+    """Per bracket and rung: its epochs, the trials that reported there, and how many went further."""
+    if rows.empty:
+        return []
+    at_rungs = rows[rows[RUNG] >= 0]
+    answer = []
+    for (bracket, rung), group in at_rungs.groupby([BRACKET, RUNG], sort=True):
+        resource = int(group[RESOURCE].iloc[0])
+        ids = group[TRIAL_ID].unique()
+        further = rows[rows[TRIAL_ID].isin(ids) & (rows[RESOURCE] > resource)]
+        answer.append(
+            {
+                "bracket": int(bracket),
+                "rung": int(rung),
+                "resource": resource,
+                "trials": len(ids),
+                "advanced": int(further[TRIAL_ID].nunique()),
+            }
+        )
+    return answer
 
 
 def best_trials(rows: pd.DataFrame, mode: str, k: int = 5) -> pd.DataFrame:

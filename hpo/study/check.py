@@ -1,20 +1,21 @@
 """``agvp-hpo check STUDY``: is a study folder consistent, and what can be repaired?
 
 The folder has three records of one history: the result rows (``results/``, what users read), the
-scheduler state (``state.json``, what a resume continues from, with its journal of rows not yet stored) and
-the trials' checkpoints (``trials/``). They agree after every step the driver takes, whatever the moment it
-is killed at; this module verifies that, in plain words, and repairs what can be rebuilt:
+scheduler state (``state.json`` and its backup copy, what a resume continues from, with its journal of rows
+not yet stored) and the trials' checkpoints (``trials/``). The driver keeps them in agreement at every
+moment it can be killed at; this module verifies that, in plain words, and repairs what can be rebuilt:
 
-* the rows: every trial's reports cover epochs 1, 2, ..., its recorded resource, each exactly once (a
-  trainer reports every epoch), the rows read through plain ``pandas.read_parquet`` on the results folder
-  equal those our reader returns, and no part number in the store's sequence is missing;
-* state vs rows: the epochs, statuses and ASHA rungs ``state.json`` holds are those the rows show;
+* rows: every trial's reports cover epochs 1, 2, ..., its recorded resource, each exactly once (a trainer
+  reports every epoch); plain ``pandas.read_parquet`` on the results folder returns what our reader does;
+  no part file is missing from the store's numbered sequence;
+* state vs rows: the epochs and ASHA rungs the saved state holds are those the rows show;
 * checkpoints: a trial that may run again has the checkpoint its resume starts from; a trial stopped early
   or failed has none left (disk space; a completed trial keeps its full-budget checkpoint);
 * a finished study has its ``best.yaml``.
 
-:func:`check_study` lists :class:`Problem` s; :func:`repair_study` fixes the repairable ones (rows that are
-gone stay gone: it says so).
+:func:`check_study` lists :class:`Problem` s; :func:`repair_study` fixes the repairable ones. Rows that are
+gone stay gone: repair records the loss (``lost_parts`` in ``study.json``), after which the problems the
+loss explains are warnings and ``resume`` continues the study.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import json
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -33,41 +33,29 @@ from hpo.schedulers.brackets import milestones
 from hpo.store import StoreError
 from hpo.study.folder import StudyFolder
 from hpo.study.loader import load_study
+from trainers.atomic import atomic_write_text
+
+#: Problems a recorded loss of rows explains.
+_LOSS_KINDS = ("parts-missing", "rows-missing", "state-rows-disagree")
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One inconsistency: ``kind`` (a stable identifier), a plain-words ``message``, and whether
-    :func:`repair_study` can fix it."""
+    """One inconsistency: ``kind`` (a stable identifier), a plain-words ``message``, whether
+    :func:`repair_study` can fix it, and whether it is only a warning (an acknowledged loss)."""
 
     kind: str
     message: str
     repairable: bool = False
+    warning: bool = False
 
     def __str__(self) -> str:
         return self.message
 
 
-def _plain_rows(folder: StudyFolder) -> int | None:
-    """Rows a user reading the results folder with plain pandas gets (None: no results folder)."""
-    results = folder.store.results_dir
-    if not results.exists() or not any(results.glob("*.parquet")):
-        return None
-    return len(pd.read_parquet(results))
-
-
-def _load_state(folder: StudyFolder) -> tuple[dict[str, Any] | None, Problem | None]:
-    if not folder.state_file.is_file():
-        return None, None
-    try:
-        return json.loads(folder.state_file.read_text(encoding="utf-8")), None
-    except (OSError, ValueError) as error:
-        return None, Problem("state-unreadable", f"{folder.state_file}: unreadable ({error})")
-
-
 def _reports(rows: pd.DataFrame) -> pd.DataFrame:
-    if rows.empty:
-        return rows
+    if rows.empty or "status" not in rows:
+        return pd.DataFrame(columns=["trial_id", "resource", "status"])
     return rows[rows["status"] != TrialStatus.FAILED.value]
 
 
@@ -75,7 +63,7 @@ def check_rows(rows: pd.DataFrame) -> list[Problem]:
     """Per trial, reports at epochs 1..n exactly once."""
     problems = []
     for trial_id, group in _reports(rows).groupby("trial_id"):
-        epochs = list(group["resource"])
+        epochs = [int(e) for e in group["resource"]]
         duplicated = sorted({e for e in epochs if epochs.count(e) > 1})
         missing = sorted(set(range(1, max(epochs) + 1)) - set(epochs))
         if duplicated:
@@ -87,8 +75,8 @@ def check_rows(rows: pd.DataFrame) -> list[Problem]:
     return problems
 
 
-def check_state(state: Mapping[str, Any], rows: pd.DataFrame, milestones: list[int]) -> list[Problem]:
-    """The trials, epochs and rungs of ``state.json`` against the rows (its journal included)."""
+def check_state(state: Mapping[str, Any], rows: pd.DataFrame, milestone_epochs: list[int]) -> list[Problem]:
+    """The trials, epochs and rungs of a saved state against the rows (its journal included)."""
     problems: list[Problem] = []
     journal = pd.DataFrame(state.get("journal", {}).get("rows") or [])
     if not journal.empty and "resource" in journal:
@@ -97,8 +85,7 @@ def check_state(state: Mapping[str, Any], rows: pd.DataFrame, milestones: list[i
     reached = reports.groupby("trial_id")["resource"].max().to_dict() if not reports.empty else {}
     trials = {int(t): raw for t, raw in state["core"]["trials"]}
     for trial_id, raw in trials.items():
-        resource = int(raw["resource"])
-        shown = int(reached.get(trial_id, 0))
+        resource, shown = int(raw["resource"]), int(reached.get(trial_id, 0))
         if shown != resource:
             problems.append(
                 Problem(
@@ -117,13 +104,13 @@ def check_state(state: Mapping[str, Any], rows: pd.DataFrame, milestones: list[i
     rungs = state["core"].get("extra", {}).get("rungs")
     if rungs is not None and not reports.empty:
         for k, members in enumerate(rungs):
-            at = set(reports[reports["resource"] == milestones[k]]["trial_id"].astype(int))
+            at = set(reports[reports["resource"] == milestone_epochs[k]]["trial_id"].astype(int))
             if set(members) != at:
                 problems.append(
                     Problem(
                         "state-rows-disagree",
-                        f"ASHA rung {k} ({milestones[k]} epochs) holds trials {sorted(members)}, the rows "
-                        f"show {sorted(at)}",
+                        f"ASHA rung {k} ({milestone_epochs[k]} epochs) holds trials {sorted(members)}, the "
+                        f"rows show {sorted(at)}",
                     )
                 )
     return problems
@@ -137,7 +124,7 @@ def check_checkpoints(folder: StudyFolder, state: Mapping[str, Any]) -> list[Pro
         path = folder.trial_dir(int(trial_id))
         if status in (TrialStatus.PAUSED, TrialStatus.RUNNING) and int(raw["resource"]) > 0:
             checkpoint = (info.get(int(trial_id)) or {}).get("checkpoint")
-            if not checkpoint or not Path(checkpoint).is_file():
+            if not checkpoint or not (folder.path.parent / checkpoint).is_file():
                 problems.append(
                     Problem(
                         "checkpoint-missing",
@@ -156,6 +143,27 @@ def check_checkpoints(folder: StudyFolder, state: Mapping[str, Any]) -> list[Pro
     return problems
 
 
+def _states(folder: StudyFolder) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """The newest readable saved state, and a problem for each damaged copy (repairable from the other)."""
+    from hpo.session.driver import backup_file
+
+    found, problems = [], []
+    for path in (folder.state_file, backup_file(folder)):
+        if not path.exists():
+            continue
+        try:
+            found.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as error:
+            problems.append(Problem("state-unreadable", f"{path}: unreadable ({type(error).__name__})"))
+    if not found:
+        return None, problems
+    if problems:
+        problems = [
+            Problem(p.kind, p.message + " (the other copy is intact)", repairable=True) for p in problems
+        ]
+    return max(found, key=lambda s: int(s.get("sequence", 0))), problems
+
+
 def check_study(folder: StudyFolder) -> list[Problem]:
     """Every problem found in ``folder`` (empty: consistent)."""
     problems: list[Problem] = []
@@ -164,25 +172,49 @@ def check_study(folder: StudyFolder) -> list[Problem]:
     except StoreError as error:
         return [Problem("metadata-unreadable", str(error))]
     rows = folder.store.read()
-    plain = _plain_rows(folder)
-    if plain is not None and plain != len(rows):
-        problems.append(
-            Problem(
-                "store-duplicates",
-                f"{folder.store.results_dir}: plain pandas reads {plain} rows, the study has {len(rows)} "
-                "(an interrupted compaction left files that hold the same rows)",
-                repairable=True,
+    if folder.store.results_dir.exists() and any(folder.store.results_dir.glob("*.parquet")):
+        plain = len(pd.read_parquet(folder.store.results_dir))
+        if plain != len(rows):
+            problems.append(
+                Problem(
+                    "store-duplicates",
+                    f"{folder.store.results_dir}: plain pandas reads {plain} rows, the study has {len(rows)} "
+                    "(an interrupted compaction of an older agvp-hpo left files holding the same rows)",
+                    repairable=True,
+                )
             )
-        )
     problems += check_rows(rows)
-    state, unreadable = _load_state(folder)
-    if unreadable is not None:
-        problems.append(unreadable)
+    state, damaged = _states(folder)
+    problems += damaged
+    if state is None and folder.state_file.exists():
+        problems.append(
+            Problem("state-lost", f"{folder.path}: no readable scheduler state, it cannot resume")
+        )
     if state is not None:
+        lost = sorted(set(metadata.get("lost_parts", [])))
+        missing = folder.store.missing_numbers(expected_last=int(state["journal"]["part"]) - 1)
+        unrecorded = [n for n in missing if n not in lost]
+        if unrecorded:
+            names = ", ".join(f"part-{n:08d}.parquet" for n in unrecorded)
+            problems.append(
+                Problem(
+                    "parts-missing",
+                    f"{names} missing from {folder.store.results_dir}: its rows are lost (repair records the "
+                    "loss so the study can resume)",
+                    repairable=True,
+                )
+            )
         spec = load_study(folder.spec_file)
         fidelity = spec.fidelity
-        problems += check_state(state, rows, milestones(fidelity.max, fidelity.eta, fidelity.min))
+        problems += check_state(state, rows, list(milestones(fidelity.max, fidelity.eta, fidelity.min)))
         problems += check_checkpoints(folder, state)
+        if lost and not unrecorded:
+            problems = [
+                Problem(p.kind, f"{p.message} (rows lost, recorded)", warning=True)
+                if p.kind in _LOSS_KINDS
+                else p
+                for p in problems
+            ]
     if metadata.get("status") == "finished" and not rows.empty and not folder.best_file.is_file():
         problems.append(
             Problem("best-missing", f"the study finished but {folder.best_file} is missing", repairable=True)
@@ -192,13 +224,16 @@ def check_study(folder: StudyFolder) -> list[Problem]:
 
 def repair_study(folder: StudyFolder) -> list[str]:
     """Fix the repairable problems; returns what was done, one line each."""
-    from hpo.ray_backend.runner import write_best_yaml
+    from hpo.session.driver import backup_file
+    from hpo.session.lifecycle import write_best_yaml
 
     done: list[str] = []
     for problem in check_study(folder):
+        if not problem.repairable:
+            continue
         if problem.kind == "store-duplicates":
             folder.store.compact()
-            done.append(f"finished the interrupted compaction of {folder.store.results_dir}")
+            done.append(f"merged {folder.store.results_dir} so that every row is there once")
         elif problem.kind == "best-missing":
             write_best_yaml(load_study(folder.spec_file), folder)
             done.append(f"wrote {folder.best_file} from the rows")
@@ -206,4 +241,18 @@ def repair_study(folder: StudyFolder) -> list[str]:
             trial_id = int(problem.message.split()[1])
             shutil.rmtree(folder.trial_dir(trial_id), ignore_errors=True)
             done.append(f"deleted the checkpoints of trial {trial_id} (it never runs again)")
+        elif problem.kind == "state-unreadable":
+            state, _ = _states(folder)
+            text = json.dumps(state, separators=(",", ":"))
+            for path in (folder.state_file, backup_file(folder)):
+                atomic_write_text(path, text)
+            done.append("rewrote the damaged state copy from the intact one")
+        elif problem.kind == "parts-missing":
+            state, _ = _states(folder)
+            assert state is not None
+            missing = folder.store.missing_numbers(expected_last=int(state["journal"]["part"]) - 1)
+            metadata = folder.store.read_metadata()
+            lost = sorted(set(metadata.get("lost_parts", [])) | set(missing))
+            folder.store.update_metadata(lost_parts=lost)
+            done.append(f"recorded the loss of result part(s) {missing}; the study can resume")
     return done

@@ -10,12 +10,11 @@
     ray/             Ray Tune's experiment folder (its own bookkeeping, small pointer checkpoints)
     best.yaml        the best configuration as a trainer config that ``agvp-hpo train`` accepts
     STOP             written by ``agvp-hpo stop`` / the REST API: the driver stops at its next step
+    .lock            held (fcntl.flock) by the one driver running the study (hpo.study.lock)
 """
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 from hpo.store import METADATA_FILE, ResultStore, StoreError
@@ -92,24 +91,12 @@ def list_studies(root: Path | str) -> list[StudyFolder]:
     return [StudyFolder(p) for p in sorted(root.iterdir()) if (p / METADATA_FILE).is_file()]
 
 
-def driver_alive(metadata: dict[str, object]) -> bool | None:
-    """Whether the driver process named in ``metadata`` still runs (None: on another host, unknown)."""
-    pid, host = metadata.get("driver_pid"), metadata.get("driver_host")
-    if not isinstance(pid, int) or host != socket.gethostname():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def study_status(folder: StudyFolder, metadata: dict[str, object]) -> str:
+    """The status a reader should show: ``interrupted`` for a study marked running that no driver holds
+    (its driver died without closing it: resume it), else the recorded status."""
+    from hpo.study.lock import lock_holder
 
-
-def study_status(metadata: dict[str, object]) -> str:
-    """The status a reader should show: ``interrupted`` for a study marked running whose driver is known to
-    have died without closing it (resume it), else the recorded status."""
     status = str(metadata.get("status", "unknown"))
-    if status == "running" and driver_alive(metadata) is False:
+    if status == "running" and lock_holder(folder.path) is None:
         return "interrupted"
     return status

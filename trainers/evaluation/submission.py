@@ -8,16 +8,14 @@ across cases (the first case 2 row follows the last case 1 row), as in the organ
 
 The leaderboard scored mAP@20 while the sample file lists 10 names, so ``top_k`` is a parameter.
 
-The file is written atomically: into a temporary file in the destination folder, flushed and fsync'ed, then
-renamed over the destination with ``os.replace``. A reader (or an upload script) never sees half a file,
-and a failure part-way leaves any earlier file untouched and no temporary file behind.
+The file is written atomically (:func:`trainers.atomic.atomic_write`): a reader (or an upload script) never
+sees half a file, and a failure part-way leaves any earlier file untouched and no temporary file behind.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from trainers.atomic import atomic_write
 from trainers.evaluation.distance import as_numpy
 
 __all__ = ["SUBMISSION_HEADER", "SubmissionCase", "rank_gallery", "write_submission"]
@@ -117,20 +116,6 @@ def rank_gallery(distmat: Any, gallery_names: Sequence[str], top_k: int) -> list
     return ranked
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable; best effort, as some platforms cannot open a directory."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_submission(
     path: str | os.PathLike[str], cases: Sequence[SubmissionCase], *, top_k: int = 10
 ) -> Path:
@@ -147,29 +132,21 @@ def write_submission(
     if len(cases) == 0:
         raise ValueError("cases is empty, but a submission needs at least one test case")
     destination = Path(path)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+    for position, case in enumerate(cases):
+        if not isinstance(case, SubmissionCase):
+            raise TypeError(f"cases[{position}] is a {type(case).__name__}, but must be a SubmissionCase")
+
+    def write(temporary: Path) -> None:
+        with temporary.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(SUBMISSION_HEADER)
             row_id = 1
             # Cases are ranked while writing, one at a time, so only one case's index matrix is in memory.
-            for position, case in enumerate(cases):
-                if not isinstance(case, SubmissionCase):
-                    raise TypeError(
-                        f"cases[{position}] is a {type(case).__name__}, but must be a SubmissionCase"
-                    )
+            for case in cases:
                 ranked = rank_gallery(case.distmat, case.gallery_names, top_k)
                 for query_name, gallery in zip(case.query_names, ranked, strict=True):
                     writer.writerow((row_id, query_name, " ".join(gallery)))
                     row_id += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a submission is meant to be read by others
-        os.replace(tmp_name, destination)
-        _fsync_directory(destination.parent)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+
+    atomic_write(destination, write, mode=0o644)  # a submission is meant to be read by others
     return destination

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from trainers.atomic import atomic_write
 from trainers.data.index import DatasetIndex
 from trainers.data.pipeline import eval_dataset
 from trainers.data.sampling import SamplingMode
@@ -112,8 +113,5 @@ def identity_memory(
         memory[label] += torch.from_numpy(features[tracklet.key])
         counts[label] += 1
     memory /= counts.clamp_min(1).unsqueeze(1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"key": key, "memory": memory}, temporary)
-    os.replace(temporary, path)
+    atomic_write(path, lambda temporary: torch.save({"key": key, "memory": memory}, temporary))
     return memory, key

@@ -1,4 +1,4 @@
-"""The study driver: the scheduler core, the result rows and the persisted state, with no Ray import.
+"""The study driver: a scheduler core, the result rows and the persisted state, with no Ray import.
 
 The Ray adapter (:mod:`hpo.ray_backend.adapter`) turns Ray Tune events into calls here; everything that
 must survive a kill of the driver lives here, so it is tested without Ray.
@@ -9,13 +9,19 @@ starts a new Ray trial that restores the checkpoint at the exact epoch the trial
 serves promotions within a session and after a driver restart (Ray keeps PAUSED trials only in the memory
 of the driver that paused them, and ``Tuner.restore`` does not restore scheduler state).
 
-Persistence (DESIGN principle 3). After every decision ``state.json`` is rewritten atomically with the
-core's state (searcher included), each trial's latest checkpoint, and the *journal*: result rows not yet in
-the Parquet store. Rows move to the store in batches (one part file per ``flush_seconds``), because each
-part file costs an fsync (benchmarks/store_speed.py: ~200 one-row parts/s). The state names the part
-number its journal will be written as, so after a crash between writing that part and rewriting the state,
-resume sees the part and does not write the rows twice. A report the driver had not yet snapshotted when it
-was killed is simply trained again: the trial restarts from the checkpoint the snapshot names.
+Persistence (DESIGN principle 3). After every decision the state is rewritten atomically: the core's state
+(searcher included), each trial's latest checkpoint, and the *journal* - result rows not yet in the Parquet
+store, with the part number they will be stored as (:class:`hpo.session.recorder.Recorder`). Two copies are
+written, ``state.backup.json`` first, then ``state.json``, each with a sequence number; :func:`load_state`
+takes the newest readable one, so a state file damaged from outside (or cut short by a full disk) still
+resumes from the last decision. Rules that keep the state, the rows and the checkpoints consistent at every
+moment a kill can land:
+
+- rows reach the store only as the part number the saved journal names (idempotent, see the recorder);
+- a trial that never runs again is marked released in the state *before* its checkpoints are deleted (a
+  resume after a kill in between deletes them; it never resumes from a deleted checkpoint);
+- a report the driver had not yet saved when it was killed is simply trained again: the trial restarts from
+  the checkpoint the saved state names.
 """
 
 from __future__ import annotations
@@ -26,46 +32,30 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hpo.faults import fault_point
-from hpo.results import (
-    BRACKET,
-    CHECKPOINT,
-    CONFIG,
-    DECISION,
-    ERROR,
-    METRIC,
-    METRIC_PREFIX,
-    MODE,
-    NODE,
-    RESOURCE,
-    RUNG,
-    STATUS,
-    STUDY,
-    TIME,
-    TIMESTAMP,
-    TOTAL_RESOURCE,
-    TRIAL_ID,
-    VALUE,
-    TrialStatus,
-    config_json,
-)
+from hpo.results import TrialStatus
 from hpo.schedulers.base import Decision, Job, JobKind, SchedulerCore
-from hpo.store import atomic_write_bytes
+from hpo.session.recorder import Recorder
 from hpo.study.folder import StudyFolder
 from hpo.study.spec import StudySpec
+from trainers.atomic import atomic_write_text
+from trainers.errors import AgvpError
 
 STATE_VERSION = 1
-#: Merge the part files once there are more than this many (a reader opens every file).
-COMPACT_AFTER_PARTS = 64
+BACKUP_SUFFIX = ".backup.json"
 
 
 class DriverError(RuntimeError):
     """The driver was asked something inconsistent with its state (a bug, not bad user input)."""
+
+
+class StateError(AgvpError):
+    """A study's saved state is missing or unreadable; the message names the files."""
 
 
 @dataclass
@@ -87,7 +77,11 @@ class RunningJob:
     started: float = field(default_factory=time.time)
 
 
-class StudyDriver:
+def backup_file(folder: StudyFolder) -> Path:
+    return folder.state_file.with_name(folder.state_file.stem + BACKUP_SUFFIX)
+
+
+class StudyDriver(Recorder):
     """Issues the core's jobs, records reports as rows, and persists state; see the module docstring."""
 
     def __init__(
@@ -99,33 +93,14 @@ class StudyDriver:
         flush_seconds: float = 1.0,
         clock: Any = time.time,
     ) -> None:
-        self.spec = spec
-        self.folder = folder
+        super().__init__(spec, folder, flush_seconds=flush_seconds, clock=clock)
         self.core = core
-        self.flush_seconds = flush_seconds
-        self.clock = clock
         self.trials: dict[int, TrialInfo] = {}
         self.running: dict[int, RunningJob] = {}
         self.relaunch: list[Job] = []  # jobs that were running when a previous driver died
-        self.total_resource = 0
-        self.elapsed_before = 0.0  # seconds of earlier sessions
         self.session = 1
-        self.best: tuple[float, int, int] | None = None  # (value, trial, resource) at the highest fidelity
-        self._pending: list[dict[str, Any]] = []
-        self._session_start = clock()
-        self._last_flush = self._session_start
-
-    # -- time -----------------------------------------------------------------------------------------
-
-    def start_clock(self) -> None:
-        """Trials are about to start (Ray is up): the session's time counts from now."""
-        self._session_start = self.clock()
-        self._last_flush = self._session_start
-
-    @property
-    def elapsed(self) -> float:
-        """Seconds the study has run, over all sessions."""
-        return self.elapsed_before + (self.clock() - self._session_start)
+        self._sequence = 0
+        self._release: set[int] = set()  # released in the state; checkpoints deleted after it is saved
 
     # -- jobs -----------------------------------------------------------------------------------------
 
@@ -168,9 +143,8 @@ class StudyDriver:
         info.node = node or info.node
         status = self.core.status(trial_id)
         self._row(running.job, epoch, value, decision, status, metrics, node=info.node)
-        self._update_best(trial_id, epoch, value)
         if status in (TrialStatus.STOPPED, TrialStatus.FAILED):
-            self._release(trial_id)
+            self._mark_released(trial_id)
         if decision is not Decision.CONTINUE:
             del self.running[trial_id]
         self._after_decision()
@@ -195,7 +169,7 @@ class StudyDriver:
             error=info.error,
         )
         del self.running[trial_id]
-        self._release(trial_id)
+        self._mark_released(trial_id)
         self._after_decision()
 
     def abandon(self, trial_id: int) -> None:
@@ -209,12 +183,6 @@ class StudyDriver:
             raise DriverError(f"trial {trial_id} reported, but no job of it is running")
         return running
 
-    def _update_best(self, trial_id: int, epoch: int, value: float) -> None:
-        if improves(self.best, epoch, value, self.spec.objective.mode):
-            self.best = (value, trial_id, epoch)
-
-    # -- rows -----------------------------------------------------------------------------------------
-
     def _row(
         self,
         job: Job,
@@ -227,57 +195,45 @@ class StudyDriver:
         node: str,
         error: str = "",
     ) -> None:
-        rung = self.core.rung_of(resource)
-        self._pending.append(
-            make_row(
-                self.spec,
-                trial_id=job.trial_id,
-                config=job.config,
-                resource=resource,
-                value=value,
-                time=self.elapsed,
-                total_resource=self.total_resource,
-                decision=decision.value,
-                bracket=job.bracket,
-                rung=-1 if rung is None else rung,
-                status=status.value,
-                metrics=metrics,
-                node=node,
-                error=error,
-                timestamp=self.clock(),
-            )
+        self.add_row(
+            trial_id=job.trial_id,
+            config=job.config,
+            resource=resource,
+            value=value,
+            decision=decision.value,
+            bracket=job.bracket,
+            status=status,
+            metrics=metrics,
+            node=node,
+            error=error,
         )
 
     def _after_decision(self) -> None:
         for retired in self.core.drain_stopped():
-            self._release(retired)
+            self._mark_released(retired)
         self.snapshot()
+        self._delete_released()
         self.maybe_flush()
 
-    def _release(self, trial_id: int) -> None:
-        """A trial that will never run again: delete its checkpoints (they can be large)."""
-        shutil.rmtree(self.folder.trial_dir(trial_id), ignore_errors=True)
-        fault_point("released")
+    def _mark_released(self, trial_id: int) -> None:
+        """A trial that will never run again: its checkpoints go once the state says so."""
         self.trials[trial_id].checkpoint = None
+        self._release.add(trial_id)
 
-    def maybe_flush(self, *, force: bool = False) -> None:
-        """Move the journal into the store if ``flush_seconds`` passed since the last flush (or ``force``)."""
-        now = self.clock()
-        if not self._pending or (not force and now - self._last_flush < self.flush_seconds):
+    def _delete_released(self) -> None:
+        if not self._release:
             return
-        self.folder.store.append(self._pending)
-        fault_point("part-written")
-        self._pending = []
-        self._last_flush = now
-        self.snapshot()
-        if len(self.folder.store.files()) > COMPACT_AFTER_PARTS:
-            self.folder.store.compact()
+        fault_point("released")
+        for trial_id in sorted(self._release):
+            shutil.rmtree(self.folder.trial_dir(trial_id), ignore_errors=True)
+        self._release.clear()
 
     # -- state ----------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
+            "sequence": self._sequence,
             "study": self.spec.name,
             "core": self.core.state_dict(),
             "trials": [[tid, info.to_dict()] for tid, info in self.trials.items()],
@@ -285,18 +241,23 @@ class StudyDriver:
             "elapsed": self.elapsed,
             "session": self.session,
             "best": list(self.best) if self.best is not None else None,
-            "journal": {"part": self.folder.store.last_number() + 1, "rows": self._pending},
+            "journal": self.journal(),
         }
 
     def snapshot(self) -> None:
-        data = json.dumps(self.state_dict(), separators=(",", ":"), default=_json_default)
-        atomic_write_bytes(self.folder.state_file, data.encode())
+        self._sequence += 1
+        text = json.dumps(self.state_dict(), separators=(",", ":"), default=_json_default)
+        atomic_write_text(backup_file(self.folder), text)  # first: never older than state.json
+        atomic_write_text(self.folder.state_file, text)
         fault_point("state-written")
 
     def restore(self, state: Mapping[str, Any]) -> None:
-        """Continue a study from its ``state.json`` (see the module docstring for what a resume does)."""
+        """Continue a study from its saved state (see the module docstring for what a resume does)."""
         if state.get("version") != STATE_VERSION:
-            raise DriverError(f"state.json has version {state.get('version')}, expected {STATE_VERSION}")
+            raise StateError(
+                f"{self.folder.state_file}: state version {state.get('version')}, but this agvp-hpo reads "
+                f"version {STATE_VERSION}"
+            )
         self.core.load_state_dict(state["core"])
         self.trials = {
             int(tid): TrialInfo(raw.get("checkpoint"), raw.get("node", ""), raw.get("error", ""))
@@ -305,16 +266,18 @@ class StudyDriver:
         self.total_resource = int(state["total_resource"])
         self.elapsed_before = float(state["elapsed"])
         self.session = int(state["session"]) + 1
+        self._sequence = int(state.get("sequence", 0))
         self._session_start = self.clock()
         self.best = tuple(state["best"]) if state.get("best") else None  # type: ignore[assignment]
-        journal = state["journal"]
-        if journal["rows"] and self.folder.store.last_number() < int(journal["part"]):
-            self.folder.store.append(journal["rows"])  # the crash came before the journal reached the store
+        self.restore_journal(state["journal"])
         self.running = {}
         self.relaunch = []
         for trial_id in range(self.core.num_trials):
+            status = self.core.status(trial_id)
+            if status in (TrialStatus.STOPPED, TrialStatus.FAILED):
+                self._release.add(trial_id)  # released before the kill; its checkpoints may remain
             target = self.core.target_of(trial_id)
-            if self.core.status(trial_id) is TrialStatus.RUNNING and target is not None:
+            if status is TrialStatus.RUNNING and target is not None:
                 start = self.core.resource_of(trial_id)
                 kind = JobKind.RESUME if start > 0 else JobKind.START
                 config = self.core.config(trial_id)
@@ -322,8 +285,12 @@ class StudyDriver:
                     Job(kind, trial_id, config, start, target, self.core.bracket_of(trial_id))
                 )
         self.snapshot()
+        self._delete_released()
 
-    # -- summary for displays -------------------------------------------------------------------------
+    # -- what the summary needs -----------------------------------------------------------------------
+
+    def num_trials(self) -> int:
+        return self.core.num_trials
 
     def counts(self) -> dict[str, int]:
         """Trials by state (running = a job in flight)."""
@@ -333,92 +300,27 @@ class StudyDriver:
         counts["running"] = len(self.running)
         return counts
 
-    def summary(self) -> dict[str, Any]:
-        """What a progress display shows: trials by state, best so far, budget used, rung occupancy."""
-        return {
-            "study": self.spec.name,
-            "counts": self.counts(),
-            "trials": self.core.num_trials,
-            "max_trials": self.spec.budget.max_trials,
-            "best": self.best,
-            "metric": self.spec.objective.metric,
-            "total_resource": self.total_resource,
-            "max_total_resource": self.core.max_total_resource,
-            "max_resource": self.core.max_resource,
-            "elapsed": self.elapsed,
-            "wall_clock": self.spec.budget.wall_clock,
-            "rungs": self.rung_occupancy(),
-        }
+    def reached(self) -> Iterable[int]:
+        return (self.core.resource_of(t) for t in range(self.core.num_trials))
 
-    def rung_occupancy(self) -> list[tuple[int, int]]:
-        """(milestone epochs, trials that reported there) for every milestone."""
-        reached = [self.core.resource_of(t) for t in range(self.core.num_trials)]
-        return [(m, sum(1 for r in reached if r >= m)) for m in self.core.milestones]
+    def max_total_resource(self) -> int | None:
+        return self.core.max_total_resource
 
 
-def improves(best: tuple[float, int, int] | None, epoch: int, value: float, mode: str) -> bool:
-    """Whether ``value`` after ``epoch`` epochs beats ``best`` = (value, trial, epoch): the best is the best
-    value at the highest fidelity reached so far (more epochs always win; NaN never does)."""
-    if math.isnan(value):
-        return False
-    if best is None or epoch > best[2]:
-        return True
-    if epoch < best[2]:
-        return False
-    return value > best[0] if mode == "max" else value < best[0]
-
-
-def make_row(
-    spec: StudySpec,
-    *,
-    trial_id: int,
-    config: Mapping[str, Any],
-    resource: int,
-    value: float,
-    time: float,
-    total_resource: int,
-    decision: str,
-    bracket: int,
-    rung: int,
-    status: str,
-    metrics: Mapping[str, Any],
-    node: str,
-    error: str,
-    timestamp: float,
-) -> dict[str, Any]:
-    """One result row (:data:`hpo.results.ROW_COLUMNS` + the Ray backend's columns and metrics)."""
-    row: dict[str, Any] = {
-        STUDY: spec.name,
-        TRIAL_ID: trial_id,
-        CONFIG: config_json(config),
-        RESOURCE: resource,
-        VALUE: value,
-        METRIC: spec.objective.metric,
-        MODE: spec.objective.mode,
-        TIME: round(time, 3),
-        TOTAL_RESOURCE: total_resource,
-        DECISION: decision,
-        BRACKET: bracket,
-        RUNG: rung,
-        STATUS: status,
-        TIMESTAMP: timestamp,
-        NODE: node,
-        CHECKPOINT: str(metrics.get("checkpoint") or ""),
-        ERROR: error,
-    }
-    for name, metric_value in metrics.items():
-        if name in ("checkpoint", "epoch") or name.startswith("agvp_"):
-            continue
-        if isinstance(metric_value, (int, float)) and not isinstance(metric_value, bool):
-            row[f"{METRIC_PREFIX}{name}"] = float(metric_value)
-    return row
-
-
-def load_state(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DriverError(f"{path}: no scheduler state to resume from") from None
+def load_state(folder: StudyFolder) -> dict[str, Any]:
+    """The newest readable saved state of ``folder`` (``state.json`` or its backup, by sequence number)."""
+    found: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for path in (folder.state_file, backup_file(folder)):
+        try:
+            found.append(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            problems.append(f"{path.name} is missing")
+        except (OSError, ValueError) as error:
+            problems.append(f"{path.name} is unreadable ({type(error).__name__})")
+    if not found:
+        raise StateError(f"{folder.path}: no scheduler state to resume from ({'; '.join(problems)})")
+    return max(found, key=lambda state: int(state.get("sequence", 0)))
 
 
 def driver_identity() -> dict[str, Any]:
