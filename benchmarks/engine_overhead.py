@@ -29,8 +29,8 @@ import numpy as np
 from save_json import save_json  # benchmarks/ is on sys.path when a script runs
 from store_speed import million_row_reads  # the same store measurement as benchmarks/store_speed.py
 
-from hpo.session.driver import StudyDriver
 from hpo.ray_backend.runner import run_study
+from hpo.session.driver import StudyDriver
 from hpo.study import parse_study
 from hpo.study.build import core_from_spec
 from hpo.study.folder import StudyFolder

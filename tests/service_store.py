@@ -13,7 +13,6 @@ from hpo.study.folder import StudyFolder
 from hpo.study.lock import StudyLock
 from trainers.synthetic import curve
 
-
 #: Locks of the "running" studies written here; they are released when the test process exits.
 HELD: list[StudyLock] = []
 
