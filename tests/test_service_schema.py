@@ -3,6 +3,7 @@ a server error (5xx), and the schema it reads is complete enough to generate req
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,11 +18,10 @@ from service.api import ServiceSettings, create_app
 TOKEN = "schema-token"
 
 
-ROOT = Path(tempfile.mkdtemp(prefix="agvp-schema-"))  # the schema is loaded at import, before any fixture
-
-
-def teardown_module() -> None:
-    shutil.rmtree(ROOT, ignore_errors=True)
+# The schema is loaded at import, before any fixture exists; the folder goes when the process ends (also
+# when collection imports this module but no test of it runs).
+ROOT = Path(tempfile.mkdtemp(prefix="agvp-schema-"))
+atexit.register(shutil.rmtree, ROOT, ignore_errors=True)
 
 
 def _app() -> object:
