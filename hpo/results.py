@@ -92,3 +92,52 @@ ROW_COLUMNS: Final = (
 def config_json(config: Mapping[str, Any]) -> str:
     """The ``config`` column: compact JSON with sorted keys, so equal configurations give equal strings."""
     return json.dumps(dict(config), sort_keys=True, separators=(",", ":"))
+
+
+def make_row(
+    *,
+    study: str,
+    metric: str,
+    mode: str,
+    trial_id: int,
+    config: Mapping[str, Any],
+    resource: int,
+    value: float,
+    time: float,
+    total_resource: int,
+    decision: str,
+    bracket: int,
+    rung: int,
+    status: str,
+    metrics: Mapping[str, Any],
+    node: str,
+    error: str,
+    timestamp: float,
+) -> dict[str, Any]:
+    """One result row: :data:`ROW_COLUMNS`, then :data:`BACKEND_COLUMNS` and every numeric metric as
+    ``metric_<name>`` (reserved ``agvp_*`` keys, the checkpoint and the epoch are not metrics)."""
+    row: dict[str, Any] = {
+        STUDY: study,
+        TRIAL_ID: trial_id,
+        CONFIG: config_json(config),
+        RESOURCE: resource,
+        VALUE: value,
+        METRIC: metric,
+        MODE: mode,
+        TIME: round(time, 3),
+        TOTAL_RESOURCE: total_resource,
+        DECISION: decision,
+        BRACKET: bracket,
+        RUNG: rung,
+        STATUS: status,
+        TIMESTAMP: timestamp,
+        NODE: node,
+        CHECKPOINT: str(metrics.get("checkpoint") or ""),
+        ERROR: error,
+    }
+    for name, metric_value in metrics.items():
+        if name in ("checkpoint", "epoch") or name.startswith("agvp_"):
+            continue
+        if isinstance(metric_value, (int, float)) and not isinstance(metric_value, bool):
+            row[f"{METRIC_PREFIX}{name}"] = float(metric_value)
+    return row

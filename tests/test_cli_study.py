@@ -19,8 +19,7 @@ from hpo.study.analysis import best_config_yaml, best_trials, trial_table
 from hpo.study.build import core_from_spec, max_total_epochs, trainer_settings
 from hpo.study.folder import StudyFolder
 from trainers.protocol import CHECKPOINT_FILE, CheckpointError, NonFiniteLossError, get_trainer
-from trainers.tfclip.config import load_config
-from trainers.tfclip.trial import trial_config
+from trainers.tfclip.config import load_config, trial_config
 
 runner = CliRunner()
 

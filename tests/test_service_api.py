@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from service_store import synthetic_spec, write_study
 
 from hpo.results import STUDY
+from hpo.study.lock import StudyLock
 from service.api import ServiceSettings, create_app
 
 TOKEN = "s3cret-token"
@@ -214,3 +215,13 @@ def test_a_submitted_study_that_cannot_start_says_why(tmp_path: Path) -> None:
             break
         time.sleep(0.3)
     assert "exited with code 2" in message and "trainer.data" in message, message
+
+
+def test_submit_refuses_a_study_a_driver_holds(tmp_path: Path) -> None:
+    # A driver that has not written study.json yet still holds the study: a second one must not start.
+    client = TestClient(create_app(ServiceSettings(store=tmp_path, token=TOKEN, workdir=tmp_path)))
+    spec = synthetic_spec(tmp_path, "held")
+    headers = {"Authorization": f"Bearer {TOKEN}", "content-type": "application/yaml"}
+    with StudyLock(tmp_path / "held"):
+        response = client.post("/api/studies", content=yaml.safe_dump(spec.to_dict()), headers=headers)
+    assert response.status_code == 409 and "already exists" in response.json()["message"]

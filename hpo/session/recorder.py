@@ -3,8 +3,8 @@ the clock, the budget used, the best so far, and the live summary.
 
 Two kinds of session share it: :class:`hpo.session.driver.StudyDriver` (our scheduler cores, with a
 persisted scheduler state) and :class:`hpo.session.native.NativeRecorder` (Ray Tune's own schedulers,
-recorded only). Rows are built here and nowhere else (:func:`make_row`), the journal is flushed here
-(idempotently: see :meth:`Recorder.maybe_flush`), and the best so far follows one rule
+recorded only). Rows are built by :func:`hpo.results.make_row` (the simulator's too), the journal is
+flushed here (idempotently: see :meth:`Recorder.maybe_flush`), and the best so far follows one rule
 (:func:`hpo.study.analysis.improves`).
 """
 
@@ -18,28 +18,7 @@ from enum import Enum
 from typing import Any
 
 from hpo.faults import fault_point
-from hpo.results import (
-    BRACKET,
-    CHECKPOINT,
-    CONFIG,
-    DECISION,
-    ERROR,
-    METRIC,
-    METRIC_PREFIX,
-    MODE,
-    NODE,
-    RESOURCE,
-    RUNG,
-    STATUS,
-    STUDY,
-    TIME,
-    TIMESTAMP,
-    TOTAL_RESOURCE,
-    TRIAL_ID,
-    VALUE,
-    TrialStatus,
-    config_json,
-)
+from hpo.results import TrialStatus, make_row
 from hpo.schedulers.brackets import milestones
 from hpo.study.analysis import improves
 from hpo.study.folder import StudyFolder
@@ -90,52 +69,6 @@ def occupancy(milestone_epochs: Iterable[int], reached: Iterable[int]) -> tuple[
     """(milestone, how many trials reached it) for every milestone, from each trial's epochs reached."""
     reached = list(reached)
     return tuple((m, sum(1 for r in reached if r >= m)) for m in milestone_epochs)
-
-
-def make_row(
-    spec: StudySpec,
-    *,
-    trial_id: int,
-    config: Mapping[str, Any],
-    resource: int,
-    value: float,
-    time: float,
-    total_resource: int,
-    decision: str,
-    bracket: int,
-    rung: int,
-    status: str,
-    metrics: Mapping[str, Any],
-    node: str,
-    error: str,
-    timestamp: float,
-) -> dict[str, Any]:
-    """One result row (:data:`hpo.results.ROW_COLUMNS` + the Ray backend's columns and metrics)."""
-    row: dict[str, Any] = {
-        STUDY: spec.name,
-        TRIAL_ID: trial_id,
-        CONFIG: config_json(config),
-        RESOURCE: resource,
-        VALUE: value,
-        METRIC: spec.objective.metric,
-        MODE: spec.objective.mode,
-        TIME: round(time, 3),
-        TOTAL_RESOURCE: total_resource,
-        DECISION: decision,
-        BRACKET: bracket,
-        RUNG: rung,
-        STATUS: status,
-        TIMESTAMP: timestamp,
-        NODE: node,
-        CHECKPOINT: str(metrics.get("checkpoint") or ""),
-        ERROR: error,
-    }
-    for name, metric_value in metrics.items():
-        if name in ("checkpoint", "epoch") or name.startswith("agvp_"):
-            continue
-        if isinstance(metric_value, (int, float)) and not isinstance(metric_value, bool):
-            row[f"{METRIC_PREFIX}{name}"] = float(metric_value)
-    return row
 
 
 class Recorder:
@@ -195,7 +128,9 @@ class Recorder:
         rung = self.milestones.index(resource) if resource in self.milestones else -1
         self._pending.append(
             make_row(
-                self.spec,
+                study=self.spec.name,
+                metric=self.spec.objective.metric,
+                mode=self.spec.objective.mode,
                 trial_id=trial_id,
                 config=config,
                 resource=resource,

@@ -21,24 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hpo.results import (
-    BRACKET,
-    CONFIG,
-    DECISION,
-    METRIC,
-    MODE,
-    RESOURCE,
-    ROW_COLUMNS,
-    RUNG,
-    STATUS,
-    STUDY,
-    TIME,
-    TOTAL_RESOURCE,
-    TRIAL_ID,
-    VALUE,
-    TrialStatus,
-    config_json,
-)
+from hpo.results import ROW_COLUMNS, TrialStatus, make_row
 from hpo.schedulers.base import Decision, Job, SchedulerCore
 
 #: ``curve(config, resource)``: the objective after ``resource`` epochs of training ``config``.
@@ -133,21 +116,25 @@ def simulate(
             decision = core.report(trial_id, resource, value)
         status = core.status(trial_id)
         rung = core.rung_of(resource)
-        row = {
-            STUDY: study,
-            TRIAL_ID: trial_id,
-            CONFIG: config_json(state.job.config),
-            RESOURCE: resource,
-            VALUE: value,
-            METRIC: metric,
-            MODE: core.mode,
-            TIME: clock,
-            TOTAL_RESOURCE: total,
-            DECISION: decision.value,
-            BRACKET: state.job.bracket,
-            RUNG: -1 if rung is None else rung,
-            STATUS: status.value,
-        }
+        row = make_row(
+            study=study,
+            metric=metric,
+            mode=core.mode,
+            trial_id=trial_id,
+            config=state.job.config,
+            resource=resource,
+            value=value,
+            time=clock,
+            total_resource=total,
+            decision=decision.value,
+            bracket=state.job.bracket,
+            rung=-1 if rung is None else rung,
+            status=status.value,
+            metrics={},
+            node="",
+            error="",
+            timestamp=clock,
+        )
         rows.append({column: row[column] for column in ROW_COLUMNS})
         if decision is Decision.CONTINUE:
             state.index += 1

@@ -132,8 +132,7 @@ def best_config_yaml(spec: StudySpec, params: Mapping[str, Any]) -> str:
     )
     if spec.trainer.name == "tfclip":
         from hpo.study.build import trainer_settings
-        from trainers.tfclip.config import config_to_yaml
-        from trainers.tfclip.trial import trial_config
+        from trainers.tfclip.config import config_to_yaml, trial_config
 
         settings = trainer_settings(spec)
         settings["overrides"] = {

@@ -73,7 +73,7 @@ def trainer_settings(spec: StudySpec) -> dict[str, Any]:
         if settings.get(key) is not None:
             settings[key] = str(Path(settings[key]).resolve())
     if spec.trainer.name == "tfclip":
-        from trainers.tfclip.trial import flatten_dotted
+        from trainers.tfclip.config import flatten_dotted
 
         overrides = flatten_dotted(settings.get("overrides") or {})
         if "optim.epochs" not in overrides and "optim.epochs" not in spec.space:

@@ -79,6 +79,12 @@ def find_study(reference: str | Path, root: Path | str = "results") -> StudyFold
     for candidate in candidates:
         if (candidate / METADATA_FILE).is_file():
             return StudyFolder(candidate)
+    for candidate in candidates:
+        if (candidate / SPEC_FILE).is_file():
+            raise StoreError(
+                f"{candidate}: not a study yet (its run was stopped before the study was created): "
+                "start it again with `agvp-hpo run`"
+            )
     looked = " or ".join(str(c) for c in dict.fromkeys(candidates))
     raise StoreError(f"no study at {looked} (a study folder holds {METADATA_FILE})")
 

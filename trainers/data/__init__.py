@@ -26,7 +26,7 @@ _EXPORTS: dict[str, str] = {
     "FrameInfo": "naming",
     "Platform": "naming",
     "parse_frame_name": "naming",
-    "DataConfig": "pipeline",
+    "DataConfig": "config",
     "eval_dataset": "pipeline",
     "train_loader": "pipeline",
     "validation_split": "pipeline",

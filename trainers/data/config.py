@@ -90,3 +90,14 @@ class SplitConfig(StrictModel):
 
     seed: int = 0
     fraction: float = Field(0.1, gt=0.0, lt=1.0)
+
+
+class DataConfig(StrictModel):
+    """Everything about the data a trial can tune or fix."""
+
+    transform: TransformConfig = TransformConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    batch: BatchConfig = BatchConfig()
+    split: SplitConfig = SplitConfig()
+    #: Data loader worker processes (0 = load in the training process).
+    workers: int = Field(0, ge=0)

@@ -7,27 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import Field
 from torch.utils.data import DataLoader
 
-from trainers.data.config import BatchConfig, SamplingConfig, SplitConfig, StrictModel, TransformConfig
+from trainers.data.config import DataConfig
 from trainers.data.index import DatasetIndex, Tracklet
 from trainers.data.pk_sampler import PKSampler
 from trainers.data.sampling import SamplingMode
 from trainers.data.split import ValidationSplit, label_map, make_validation_split, training_tracklets
 from trainers.data.transforms import ClipTransform
 from trainers.data.video_dataset import TrackletDataset
-
-
-class DataConfig(StrictModel):
-    """Everything about the data a trial can tune or fix."""
-
-    transform: TransformConfig = TransformConfig()
-    sampling: SamplingConfig = SamplingConfig()
-    batch: BatchConfig = BatchConfig()
-    split: SplitConfig = SplitConfig()
-    #: Data loader worker processes (0 = load in the training process).
-    workers: int = Field(0, ge=0)
 
 
 def validation_split(index: DatasetIndex, config: DataConfig) -> ValidationSplit:

@@ -25,8 +25,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from trainers.data.attributes import UNKNOWN_CODE
-from trainers.data.config import StrictModel
-from trainers.data.pipeline import DataConfig
+from trainers.data.config import DataConfig, StrictModel
 from trainers.errors import AgvpError
 
 FeaturePart = Literal["cls", "proj", "tmd"]
@@ -345,3 +344,26 @@ def load_config(path: Path | str, *, overrides: Mapping[str, Any] | None = None)
 def config_to_yaml(config: TrainerConfig) -> str:
     """The resolved config as YAML that :func:`load_config` reads back to the same config."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def trial_config(settings: Mapping[str, Any], params: Mapping[str, Any]) -> TrainerConfig:
+    """Preset <- ``settings["overrides"]`` <- searched ``params`` <- data root and weights."""
+    overrides: dict[str, Any] = dict(settings.get("overrides") or {})
+    overrides.update(params)
+    if settings.get("data") is not None:
+        overrides["data.root"] = str(settings["data"])
+    if settings.get("weights") is not None:
+        overrides["model.weights"] = str(settings["weights"])
+    return resolve_config({"preset": settings.get("preset", "tfclip")}, overrides=flatten_dotted(overrides))
+
+
+def flatten_dotted(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Flatten nested override mappings ({optim: {lr: 1}}) into dotted keys ({optim.lr: 1})."""
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, Mapping):
+            for inner, leaf in flatten_dotted(value).items():
+                flat[f"{key}.{inner}"] = leaf
+        else:
+            flat[key] = value
+    return flat
