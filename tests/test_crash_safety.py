@@ -236,3 +236,19 @@ def test_a_damaged_state_file_resumes_from_its_backup(tmp_path: Path) -> None:
 
     _, problems = _states(driver.folder)
     assert [p.kind for p in problems] == ["state-unreadable"] and problems[0].repairable
+
+
+def test_check_reports_in_plain_words_and_repairs_what_the_rows_rebuild(tmp_path: Path) -> None:
+    from service_store import write_study
+
+    folder = write_study(tmp_path, "done", scheduler="hyperband")  # synchronous rungs stop their losers
+    assert runner.invoke(app, ["check", str(folder.path)]).exit_code == 1  # no best.yaml: written by hand
+    stopped = next(t for t, raw in load_state(folder)["core"]["trials"] if raw["status"] == "stopped")
+    folder.trial_dir(stopped).mkdir(parents=True)  # checkpoints left behind by a stopped trial
+    result = runner.invoke(app, ["check", str(folder.path)])
+    assert result.exit_code == 1
+    assert "best.yaml is missing" in result.output and f"trial {stopped} is stopped but" in result.output
+    repaired = runner.invoke(app, ["check", "--repair", str(folder.path)])
+    assert repaired.exit_code == 0, repaired.output
+    assert folder.best_file.is_file() and not folder.trial_dir(stopped).exists()
+    assert "consistent" in runner.invoke(app, ["check", str(folder.path)]).output
