@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/engine_overhead.py
 	# service_latency uses Debian's wrk when installed (apt-get install wrk), else a Python client
 	$(PY) benchmarks/service_latency.py
+	$(PY) benchmarks/fault_injection.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache *.egg-info

@@ -102,7 +102,8 @@ def test_sigterm_inside_a_flush_stores_the_rows_once_and_stops_resumably(short_t
     # them again (duplicates for good) and the study was recorded failed.
     spec = _study(short_tmp)
     killed = _cli(["run", str(spec)], short_tmp, fault="part-written:1:TERM")
-    assert killed.returncode != 0
+    assert killed.returncode == 143, killed.stderr[-2000:]
+    assert "agvp-hpo resume" in killed.stdout
     folder = StudyFolder.of(short_tmp / "results", "crash")
     metadata = folder.store.read_metadata()
     assert (metadata["status"], metadata["reason"]) == ("stopped", "interrupted")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -120,12 +121,19 @@ def _progress_view() -> tuple[Live, Any]:
     return live, update
 
 
-def _interrupted(path: Path) -> typer.Exit:
+def _interrupted(path: Path, code: int = 130) -> typer.Exit:
+    """Ctrl-C (exit 130) or SIGTERM (143; Ray's handler turns it into SystemExit(15)): stopped, resumable."""
     console.print()
     console.print(
         f"interrupted: the study is stopped; continue it with `agvp-hpo resume {path}`", soft_wrap=True
     )
-    return typer.Exit(130)
+    return typer.Exit(code)
+
+
+def _terminated(error: SystemExit, path: Path) -> typer.Exit:
+    if error.code == signal.SIGTERM:
+        return _interrupted(path, 128 + signal.SIGTERM)
+    raise error
 
 
 def _load_run_spec(spec_path: Path) -> Any:
@@ -162,6 +170,8 @@ def run(
                 outcome = run_study(spec, address=address, progress=update)
         except KeyboardInterrupt:
             raise _interrupted(Path(spec.storage.root) / spec.name) from None
+        except SystemExit as error:
+            raise _terminated(error, Path(spec.storage.root) / spec.name) from None
     console.print()
     console.print(
         f"study {spec.name} {outcome.status} ({outcome.reason}) in {_duration(outcome.elapsed)}: "
@@ -188,6 +198,8 @@ def resume(
                 outcome = resume_study(folder, address=address, progress=update)
         except KeyboardInterrupt:
             raise _interrupted(folder.path) from None
+        except SystemExit as error:
+            raise _terminated(error, folder.path) from None
         spec = load_study(folder.spec_file)
     console.print()
     console.print(
