@@ -56,7 +56,7 @@ class StudyStop:
         self.epochs = max_total_epochs(spec) if isinstance(recorder, NativeRecorder) else None
         self.stop_file = stop_file
         self.reason: StopReason | None = None
-        self.detail: str | None = None
+        self.detail = ""  # the reason in words, with its figures
 
     def check(self) -> bool:
         if self.reason is None:

@@ -45,6 +45,7 @@ from hpo.session.lifecycle import (
 from hpo.session.native import NativeRecorder
 from hpo.session.recorder import StopReason, StudySummary
 from hpo.study.build import RAY_NATIVE, core_from_spec, trainer_settings
+from hpo.study.check import unrecorded_lost_parts
 from hpo.study.folder import StudyFolder
 from hpo.study.loader import load_study
 from hpo.study.lock import StudyLock
@@ -254,9 +255,7 @@ def _session(
 def check_rows_present(folder: StudyFolder, state: dict[str, Any], metadata: dict[str, Any]) -> None:
     """Refuse to resume a study whose stored rows are not all there (a part file deleted from outside),
     unless the loss was recorded with ``agvp-hpo check --repair``."""
-    last = int(state["journal"]["part"]) - 1
-    acknowledged = set(metadata.get("lost_parts", []))
-    missing = sorted(set(folder.store.missing_numbers(expected_last=last)) - acknowledged)
+    missing = unrecorded_lost_parts(folder, state, metadata)
     if missing:
         names = ", ".join(f"part-{n:08d}.parquet" for n in missing)
         raise RunError(
@@ -404,7 +403,7 @@ def _tune(
 
     def show() -> None:
         if progress is not None:
-            progress(recorder.summary().with_session(concurrency=concurrency, stopping=stop.detail))
+            progress(recorder.summary().with_session(concurrency=concurrency, stopping=stop.detail or None))
 
     def on_step() -> None:
         recorder.maybe_flush()
@@ -426,7 +425,7 @@ def _tune(
     tuner.fit()
     show()
     if stop.reason is not None:
-        return stop.reason, stop.detail or stop.reason.value
+        return stop.reason, stop.detail
     if isinstance(recorder, StudyDriver) and not recorder.done:
         return StopReason.BACKEND_ENDED, StopReason.BACKEND_ENDED.value
     return StopReason.BUDGET, StopReason.BUDGET.value

@@ -164,6 +164,16 @@ def _states(folder: StudyFolder) -> tuple[dict[str, Any] | None, list[Problem]]:
     return max(found, key=lambda s: int(s.get("sequence", 0))), problems
 
 
+def unrecorded_lost_parts(
+    folder: StudyFolder, state: Mapping[str, Any], metadata: Mapping[str, Any]
+) -> list[int]:
+    """Part numbers the saved state says were stored but the store lacks, and whose loss was not recorded
+    (``lost_parts`` in ``study.json``, written by :func:`repair_study`)."""
+    recorded = set(metadata.get("lost_parts", []))
+    missing = folder.store.missing_numbers(expected_last=int(state["journal"]["part"]) - 1)
+    return [n for n in missing if n not in recorded]
+
+
 def check_study(folder: StudyFolder) -> list[Problem]:
     """Every problem found in ``folder`` (empty: consistent)."""
     problems: list[Problem] = []
@@ -191,9 +201,8 @@ def check_study(folder: StudyFolder) -> list[Problem]:
             Problem("state-lost", f"{folder.path}: no readable scheduler state, it cannot resume")
         )
     if state is not None:
-        lost = sorted(set(metadata.get("lost_parts", [])))
-        missing = folder.store.missing_numbers(expected_last=int(state["journal"]["part"]) - 1)
-        unrecorded = [n for n in missing if n not in lost]
+        lost = metadata.get("lost_parts", [])
+        unrecorded = unrecorded_lost_parts(folder, state, metadata)
         if unrecorded:
             names = ", ".join(f"part-{n:08d}.parquet" for n in unrecorded)
             problems.append(
@@ -249,10 +258,9 @@ def repair_study(folder: StudyFolder) -> list[str]:
             done.append("rewrote the damaged state copy from the intact one")
         elif problem.kind == "parts-missing":
             state, _ = _states(folder)
-            assert state is not None
-            missing = folder.store.missing_numbers(expected_last=int(state["journal"]["part"]) - 1)
+            assert state is not None  # a parts-missing problem is only found with a readable state
             metadata = folder.store.read_metadata()
-            lost = sorted(set(metadata.get("lost_parts", [])) | set(missing))
-            folder.store.update_metadata(lost_parts=lost)
+            missing = unrecorded_lost_parts(folder, state, metadata)
+            folder.store.update_metadata(lost_parts=sorted([*metadata.get("lost_parts", []), *missing]))
             done.append(f"recorded the loss of result part(s) {missing}; the study can resume")
     return done
