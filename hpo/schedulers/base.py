@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal
 
 from hpo.results import TrialStatus
 from hpo.schedulers.brackets import check_resources, max_bracket_index, milestones
-from hpo.searchers.base import Searcher, finite_loss
+from hpo.searchers.base import Searcher, objective_loss
 
 Mode = Literal["max", "min"]
 
@@ -329,7 +329,7 @@ class SchedulerCore(ABC):
 
     def loss(self, value: float) -> float:
         """The value as "lower is better" (searchers minimise); NaN ranks last."""
-        return finite_loss(-value if self.mode == "max" else value)
+        return objective_loss(value, self.mode)
 
     # -- what subclasses write -------------------------------------------------------------------------
 

@@ -56,6 +56,11 @@ def finite_loss(loss: float) -> float:
     return loss if math.isfinite(loss) else math.inf
 
 
+def objective_loss(value: float, mode: str) -> float:
+    """An objective value as the loss searchers minimise (``mode`` max: its negation); NaN ranks last."""
+    return finite_loss(-value if mode == "max" else value)
+
+
 #: One observation: (config id, configuration, resource, loss).
 Observation = tuple[int, dict[str, Any], int, float]
 

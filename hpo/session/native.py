@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from hpo.results import ERROR_KEY, TrialStatus
-from hpo.searchers.base import finite_loss
+from hpo.searchers.base import objective_loss
 from hpo.session.recorder import Recorder
 from hpo.study.build import max_total_epochs, searcher_from_spec
 from hpo.study.folder import StudyFolder
@@ -61,8 +61,8 @@ class NativeRecorder(Recorder):
             status = TrialStatus.STOPPED
         self.status[trial_id] = status.value
         if epoch in self.milestones and not error:
-            loss = -value if self.spec.objective.mode == "max" else value
-            self.searcher.observe(trial_id, self.configs[trial_id], epoch, finite_loss(loss))
+            loss = objective_loss(value, self.spec.objective.mode)
+            self.searcher.observe(trial_id, self.configs[trial_id], epoch, loss)
         self.add_row(
             trial_id=trial_id,
             config=self.configs[trial_id],
