@@ -25,13 +25,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
-from hpo.study.lock import lock_holder
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hpo.study import StudyError, dump_study, loads_study
 from hpo.study.analysis import best_config_yaml
 from hpo.study.folder import StudyFolder
+from hpo.study.lock import lock_holder
 from service.launcher import Launcher, submission_paths
 from service.reader import MISSING, BadRequest, NotFound, StoreReader, check_study_id
 
