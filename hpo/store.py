@@ -135,7 +135,9 @@ class ResultStore:
             return self.results_dir.resolve()
         legacy = self.results_dir.is_dir()
         self.versions_dir.mkdir(parents=True, exist_ok=True)
-        first = self.versions_dir / "v00000000"
+        # A copied study folder (links followed) may bring version folders along: take the next number.
+        existing = self._numbers_in(self.versions_dir, _VERSION)
+        first = self.versions_dir / f"v{(existing[-1] + 1) if existing else 0:08d}"
         if legacy:
             os.replace(self.results_dir, first)  # readers briefly see no rows, never wrong ones
         else:

@@ -216,3 +216,18 @@ def test_flatten_row_accepts_json_configs() -> None:
     row = flatten_row({"config": '{"b": 2, "a": 1}', "value": 1.0})
     assert row["config"] == '{"a":1,"b":2}'
     assert (row["param_a"], row["param_b"]) == (1, 2)
+
+
+def test_a_study_folder_copied_without_links_keeps_working(tmp_path: Path) -> None:
+    import shutil
+
+    store = ResultStore(tmp_path / "a")
+    store.append(_rows(0, 2))
+    store.append(_rows(1, 1))
+    store.compact()
+    shutil.copytree(tmp_path / "a", tmp_path / "b", symlinks=False)  # results/ becomes a plain folder
+    copy = ResultStore(tmp_path / "b")
+    assert len(copy.read()) == 3
+    copy.append(_rows(2, 1))
+    assert (tmp_path / "b" / "results").is_symlink()
+    assert len(pd.read_parquet(tmp_path / "b" / "results")) == len(copy.read()) == 4
