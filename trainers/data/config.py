@@ -38,17 +38,23 @@ class TransformConfig(StrictModel):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
+    @staticmethod
+    def parse_size(size: Any) -> tuple[int, int]:
+        """``"256x128"`` -> (256, 128)."""
+        try:
+            height, width = (int(v) for v in str(size).lower().split("x"))
+        except ValueError:
+            raise ValueError(f"size is {size!r}, but must look like 256x128 (height x width)") from None
+        return height, width
+
     @model_validator(mode="before")
     @classmethod
     def _size_shorthand(cls, data: Any) -> Any:
-        """Accept ``size: "256x128"`` (handy as one categorical HPO parameter) for height and width."""
+        """Accept ``size: "256x128"`` for height and width (the trainer config expands it in the layer that
+        sets it, see :func:`trainers.tfclip.config.resolve_config`, so it overrides a preset's size)."""
         if isinstance(data, dict) and "size" in data:
             data = dict(data)
-            size = data.pop("size")
-            try:
-                height, width = (int(v) for v in str(size).lower().split("x"))
-            except ValueError:
-                raise ValueError(f"size is {size!r}, but must look like 256x128 (height x width)") from None
+            height, width = cls.parse_size(data.pop("size"))
             data.setdefault("height", height)
             data.setdefault("width", width)
         return data

@@ -25,14 +25,19 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from trainers.data.attributes import UNKNOWN_CODE
-from trainers.data.config import DataConfig, StrictModel
+from trainers.data.config import DataConfig, StrictModel, TransformConfig
 from trainers.errors import AgvpError
 
 FeaturePart = Literal["cls", "proj", "tmd"]
 
 
 class ConfigError(AgvpError):
-    """An invalid trainer configuration; the message names the key and the rule."""
+    """An invalid trainer configuration; the message names the key and the rule. ``key`` is the dotted key
+    at fault when one is (None for a rule between keys, whose message names them)."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class ModelConfig(StrictModel):
@@ -285,7 +290,7 @@ def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _explain(error: ValidationError) -> str:
+def _explain(error: ValidationError) -> ConfigError:
     first = error.errors()[0]
     location = tuple(first["loc"])
     where = ".".join(str(p) for p in location) or "config"
@@ -294,9 +299,36 @@ def _explain(error: ValidationError) -> str:
         valid = list(parent.model_fields) if parent else []
         close = difflib.get_close_matches(str(location[-1]), valid, n=1)
         hint = f" (did you mean {'.'.join([*map(str, location[:-1]), close[0]])}?)" if close else ""
-        return f"unknown key {where}{hint}"
+        return ConfigError(f"unknown key {where}{hint}", key=where)
     message = first["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}" if location else message
+    return ConfigError(f"{where}: {message}" if location else message, key=where if location else None)
+
+
+def _expand_size(
+    raw: Mapping[str, Any], overrides: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``data.transform.size: 288x144`` (handy as one categorical HPO parameter) becomes height and width
+    in the layer that sets it, so it overrides the preset's values instead of only filling unset ones."""
+    raw, overrides = copy.deepcopy(dict(raw)), dict(overrides)
+    transform = raw.get("data", {}).get("transform") if isinstance(raw.get("data"), Mapping) else None
+    layers: list[tuple[dict[str, Any], str, str]] = []
+    if isinstance(transform, dict) and "size" in transform:
+        layers.append((transform, "height", "width"))
+    if "data.transform.size" in overrides:
+        overrides["size"] = overrides.pop("data.transform.size")
+        layers.append((overrides, "data.transform.height", "data.transform.width"))
+    for layer, height_key, width_key in layers:
+        size = layer.pop("size")
+        if height_key in layer or width_key in layer:
+            raise ConfigError(
+                "data.transform.size and data.transform.height/width are both set: give one or the other",
+                key="data.transform.size",
+            )
+        try:
+            layer[height_key], layer[width_key] = TransformConfig.parse_size(size)
+        except ValueError as error:
+            raise ConfigError(f"data.transform.size: {error}", key="data.transform.size") from None
+    return raw, overrides
 
 
 def resolve_config(
@@ -312,14 +344,15 @@ def resolve_config(
         close = difflib.get_close_matches(str(preset), PRESETS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ConfigError(f"preset {preset!r} is not one of {', '.join(PRESETS)}{hint}")
+    raw, overrides = _expand_size(raw, overrides or {})
     merged = _deep_merge(PRESETS[preset], raw)
     merged["preset"] = preset
-    for dotted, value in (overrides or {}).items():
+    for dotted, value in overrides.items():
         _set_dotted(merged, dotted, value)
     try:
         return TrainerConfig.model_validate(merged)
     except ValidationError as error:
-        raise ConfigError(_explain(error)) from None
+        raise _explain(error) from None
 
 
 def load_config(path: Path | str, *, overrides: Mapping[str, Any] | None = None) -> TrainerConfig:
