@@ -341,6 +341,13 @@ class SearchSpace:
 
     # -- unit cube --
 
+    def with_value(self, config: Mapping[str, Any], name: str, value: Any) -> dict[str, Any]:
+        """``config`` with parameter ``name`` set to ``value``; parameters that this activates take their
+        lowest value (first choice), those it deactivates are dropped."""
+        vector = np.nan_to_num(self.to_unit(config), nan=0.0)
+        vector[self.unit_names.index(name)] = _encode(self.params[name], value)
+        return self.from_unit(vector)
+
     def to_unit(self, config: Mapping[str, Any]) -> np.ndarray:
         """Encode a valid configuration as floats in ``[0, 1]``, one per :attr:`unit_names`, NaN if inactive.
 

@@ -32,6 +32,7 @@ from hpo.study import StudyError, dump_study, loads_study
 from hpo.study.analysis import best_config_yaml
 from hpo.study.folder import StudyFolder
 from hpo.study.lock import lock_holder
+from hpo.study.validate import validate_study
 from service.launcher import Launcher, submission_paths
 from service.reader import MISSING, BadRequest, NotFound, StoreReader, check_study_id
 
@@ -435,6 +436,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             raise ApiError(422, "the study file must be UTF-8 text") from None
         try:
             spec = loads_study(text, source="<submitted study>")
+            validate_study(spec, source="<submitted study>")  # the same checks as `agvp-hpo validate`
         except StudyError as error:
             raise ApiError(422, str(error)) from None
         root = settings.store.resolve()

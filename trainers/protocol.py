@@ -10,6 +10,11 @@ trial's searched parameters (dotted keys, e.g. ``optim.lr``) fully describe a tr
 writes ``checkpoint_dir/checkpoint.pt`` after each epoch and then calls ``report(result)`` with a flat dict
 holding at least ``epoch`` (1-based, absolute), the objective metric and ``checkpoint`` (the path just
 written). A non-finite loss raises :class:`NonFiniteLossError`. Nothing here knows about Ray.
+
+Before a study spends anything, the HPO layer asks the trainer what it would make of the study's settings
+and any point of the search space (``check``: raises :class:`TrainerConfigError` naming the key and the
+rule, exactly as ``fit`` would refuse it) and which metrics it reports (``metric_names``), so a new trainer
+gets the same up-front validation as the built-in ones.
 """
 
 from __future__ import annotations
@@ -37,8 +42,29 @@ class NonFiniteLossError(AgvpError):
         super().__init__(f"non-finite loss at epoch {epoch}, step {step}: {terms}")
 
 
+class TrainerConfigError(AgvpError):
+    """A trainer refuses settings or parameters: ``key`` is the dotted key at fault (None for a rule between
+    keys, which the message names)."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class Trainer(Protocol):
     name: str
+
+    def check(self, settings: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+        """Raise :class:`TrainerConfigError` if ``fit`` would refuse these settings and parameters."""
+        ...
+
+    def metric_names(self, settings: Mapping[str, Any]) -> tuple[str, ...]:
+        """The metrics every report carries (a study's objective must be one of them)."""
+        ...
+
+    def resolved_config(self, settings: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+        """The configuration ``fit`` would train with, as flat dotted keys (what ``validate`` shows)."""
+        ...
 
     def fit(
         self,
@@ -52,18 +78,22 @@ class Trainer(Protocol):
     ) -> None: ...
 
 
+#: Trainers by name, as import paths: a trainer module is loaded only when its trainer is used (the HPO
+#: engine validates studies against a trainer without importing torch).
+TRAINERS: dict[str, str] = {
+    "tfclip": "trainers.tfclip.trial:TFCLIPTrainer",
+    "synthetic": "trainers.synthetic:SyntheticTrainer",
+}
+#: Names a study file's ``trainer.name`` may use.
+TRAINER_NAMES = tuple(TRAINERS)
+
+
 def get_trainer(name: str) -> Trainer:
     """The trainer registered as ``name`` (``tfclip`` or ``synthetic``)."""
-    if name == "tfclip":
-        from trainers.tfclip.trial import TFCLIPTrainer
+    import importlib
 
-        return TFCLIPTrainer()
-    if name == "synthetic":
-        from trainers.synthetic import SyntheticTrainer
-
-        return SyntheticTrainer()
-    raise AgvpError(f"trainer is {name!r}, but must be one of {', '.join(TRAINER_NAMES)}")
-
-
-#: Names a study file's ``trainer.name`` may use.
-TRAINER_NAMES = ("tfclip", "synthetic")
+    if name not in TRAINERS:
+        raise AgvpError(f"trainer is {name!r}, but must be one of {', '.join(TRAINER_NAMES)}")
+    module, _, attribute = TRAINERS[name].partition(":")
+    trainer: Trainer = getattr(importlib.import_module(module), attribute)()
+    return trainer

@@ -14,6 +14,7 @@ The checkpoint is a small JSON file holding the epoch; resuming checks it belong
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers.atomic import atomic_write_text
-from trainers.protocol import CHECKPOINT_FILE, CheckpointError, NonFiniteLossError, Report
+from trainers.protocol import CHECKPOINT_FILE, CheckpointError, NonFiniteLossError, Report, TrainerConfigError
 
 
 def quality(params: Mapping[str, Any]) -> float:
@@ -36,8 +37,30 @@ def curve(params: Mapping[str, Any], epoch: int) -> float:
     return quality(params) * (1.0 - math.exp(-epoch / 3.0))
 
 
+#: The synthetic trainer's settings (``trainer.overrides``) and what each must be.
+SETTINGS = {"epoch_seconds": "a number of seconds >= 0", "crash_epoch": "an epoch >= 1"}
+
+
 class SyntheticTrainer:
     name = "synthetic"
+
+    def check(self, settings: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+        """Its settings are ``epoch_seconds`` and ``crash_epoch``; any parameters are accepted (they only
+        seed the curve; ``crash`` / ``diverge`` make a trial fail on purpose)."""
+        for key, value in (settings.get("overrides") or {}).items():
+            if key not in SETTINGS:
+                close = difflib.get_close_matches(str(key), SETTINGS, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else f" (settings: {', '.join(SETTINGS)})"
+                raise TrainerConfigError(f"unknown key {key}{hint}", key=str(key))
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not ok or (key == "epoch_seconds" and value < 0) or (key == "crash_epoch" and value < 1):
+                raise TrainerConfigError(f"{key}: must be {SETTINGS[key]}, got {value!r}", key=str(key))
+
+    def metric_names(self, settings: Mapping[str, Any]) -> tuple[str, ...]:
+        return ("val_map",)
+
+    def resolved_config(self, settings: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+        return {**{k: v for k, v in (settings.get("overrides") or {}).items()}, **params}
 
     def fit(
         self,

@@ -10,6 +10,7 @@ from hpo.cli.plan import plan
 from hpo.cli.service import serve, submit
 from hpo.cli.study import best, check, export, resume, run, status, stop
 from hpo.cli.train import train
+from hpo.cli.validate import validate
 
 app = typer.Typer(
     name="agvp-hpo",
@@ -22,7 +23,7 @@ app.add_typer(data_app, name="data")
 app.command()(train)
 app.command()(evaluate)
 app.command()(plan)
-for command in (run, resume, status, best, export, stop, check, serve, submit):
+for command in (validate, run, resume, status, best, export, stop, check, serve, submit):
     app.command()(command)
 
 

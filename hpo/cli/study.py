@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hpo.cli._common import console, fail, user_errors
+from hpo.cli.validate import EpochTimeOption, describe_study
 
 if TYPE_CHECKING:
     from hpo.session.recorder import StudySummary
@@ -136,9 +137,9 @@ def _terminated(error: SystemExit, path: Path) -> typer.Exit:
     raise error
 
 
-def _load_run_spec(spec_path: Path) -> Any:
+def _load_run_spec(spec_path: Path) -> tuple[Any, str]:
     """A study file, or ``env:NAME``: the study text in environment variable NAME (how submitted Ray jobs
-    receive it)."""
+    receive it); and the name error messages give it."""
     import os
 
     from hpo.study import load_study, loads_study, resolve_study_path
@@ -148,26 +149,36 @@ def _load_run_spec(spec_path: Path) -> Any:
         text = os.environ.get(variable)
         if text is None:
             raise ValueError(f"{spec_path}: environment variable {variable} is not set")
-        return loads_study(text, source=f"${variable}")
-    return load_study(resolve_study_path(spec_path))
+        return loads_study(text, source=f"${variable}"), f"${variable}"
+    path = resolve_study_path(spec_path)
+    return load_study(path), str(path)
 
 
 def run(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="Study file (see search_spaces/).")],
     name: Annotated[str | None, typer.Option("--name", help="Study name (default: the file's name).")] = None,
     address: AddressOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only validate and show what the study would do (= validate).")
+    ] = False,
+    epoch_time: EpochTimeOption = None,
 ) -> None:
     """Run a study: trials on Ray Tune at increasing epoch budgets; results in <storage.root>/<name>/."""
     from hpo.ray_backend.runner import run_study
+    from hpo.study.validate import validate_study
 
     with user_errors():
-        spec = _load_run_spec(spec_path)
+        spec, source = _load_run_spec(spec_path)
         if name is not None:
             spec = type(spec).model_validate({**spec.to_dict(), "name": name})
+        if dry_run:
+            validate_study(spec, source=source)
+            describe_study(spec, source, epoch_time)
+            return
         live, update = _progress_view()
         try:
             with live:
-                outcome = run_study(spec, address=address, progress=update)
+                outcome = run_study(spec, address=address, progress=update, source=source)
         except KeyboardInterrupt:
             raise _interrupted(Path(spec.storage.root) / spec.name) from None
         except SystemExit as error:

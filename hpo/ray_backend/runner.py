@@ -50,6 +50,7 @@ from hpo.study.folder import StudyFolder
 from hpo.study.loader import load_study
 from hpo.study.lock import StudyLock
 from hpo.study.spec import StudySpec
+from hpo.study.validate import validate_study
 
 #: progress(summary): called about twice a second while the study runs.
 Progress = Callable[[StudySummary], None]
@@ -177,9 +178,12 @@ def run_study(
     address: str | None = None,
     progress: Progress | None = None,
     resume: bool = False,
+    source: str | None = None,
 ) -> StudyOutcome:
-    """Run ``spec`` to its end (or resume it); see the module docstring."""
+    """Run ``spec`` to its end (or resume it); see the module docstring. ``source`` names the study file in
+    error messages (the whole study is validated against its trainer first: :mod:`hpo.study.validate`)."""
     folder = StudyFolder.of(spec.storage.root, spec.name)
+    validate_study(spec, source=source or f"study {spec.name!r}")
     native = spec.scheduler.kind in RAY_NATIVE
     if native and resume:
         raise RunError(
@@ -277,7 +281,7 @@ def resume_study(
         spec = spec.model_copy(
             update={"storage": spec.storage.model_copy(update={"root": folder.path.parent})}
         )
-    return run_study(spec, address=address, progress=progress, resume=True)
+    return run_study(spec, address=address, progress=progress, resume=True, source=str(folder.spec_file))
 
 
 def trial_payload(

@@ -26,18 +26,14 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from trainers.data.attributes import UNKNOWN_CODE
 from trainers.data.config import DataConfig, StrictModel, TransformConfig
-from trainers.errors import AgvpError
+from trainers.protocol import TrainerConfigError
 
 FeaturePart = Literal["cls", "proj", "tmd"]
 
 
-class ConfigError(AgvpError):
+class ConfigError(TrainerConfigError):
     """An invalid trainer configuration; the message names the key and the rule. ``key`` is the dotted key
     at fault when one is (None for a rule between keys, whose message names them)."""
-
-    def __init__(self, message: str, *, key: str | None = None) -> None:
-        super().__init__(message)
-        self.key = key
 
 
 class ModelConfig(StrictModel):

@@ -8,11 +8,34 @@ from pathlib import Path
 from typing import Any
 
 from trainers.protocol import Report
-from trainers.tfclip.config import trial_config
+from trainers.tfclip.config import flatten_dotted, trial_config
+
+#: What every report of the TF-CLIP trainer holds besides ``epoch`` and ``checkpoint`` (trainers/engine.py).
+METRICS = (
+    "val_map",
+    "val_r1",
+    "val_a2g_map",
+    "val_a2g_r1",
+    "val_g2a_map",
+    "val_g2a_r1",
+    "train_loss",
+    "lr",
+    "train_seconds",
+    "eval_seconds",
+)
 
 
 class TFCLIPTrainer:
     name = "tfclip"
+
+    def check(self, settings: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+        trial_config(settings, params)  # raises ConfigError naming the key
+
+    def metric_names(self, settings: Mapping[str, Any]) -> tuple[str, ...]:
+        return METRICS
+
+    def resolved_config(self, settings: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+        return flatten_dotted(trial_config(settings, params).model_dump(mode="json"))
 
     def fit(
         self,

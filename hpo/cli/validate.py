@@ -1,0 +1,107 @@
+"""``agvp-hpo validate SPEC.yaml`` (and ``agvp-hpo run --dry-run``): every check a run makes before it starts
+anything, then what the study would do - the trainer configuration of the space's corners and of a few
+sampled points, the rung plan, and the budget it implies (epochs, full-budget equivalents, GPU-hours with an
+epoch-time estimate). Exit 0 when the study is valid, 2 (one line naming file, field and rule) when not.
+Nothing is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from hpo.cli._common import console, user_errors
+
+EpochTimeOption = Annotated[
+    str | None,
+    typer.Option("--epoch-time", help="Estimated time of one epoch of one trial (e.g. 20m): adds GPU-hours."),
+]
+
+
+def describe_study(spec: Any, source: str, epoch_time: str | None) -> None:
+    """Print the checked study: configurations of corners and samples, rungs, budget."""
+    from hpo.cli.plan import _render as render_plan
+    from hpo.schedulers.brackets import milestones, plan_hyperband
+    from hpo.study.build import max_total_epochs, trainer_settings
+    from hpo.study.spec import parse_duration
+    from trainers.protocol import get_trainer
+
+    trainer = get_trainer(spec.trainer.name)
+    settings = trainer_settings(spec)
+    space = spec.space
+    points = {
+        "low corner": space.from_unit(np.zeros(space.dimensions)),
+        "high corner": space.from_unit(np.ones(space.dimensions)),
+    }
+    rng = np.random.default_rng(spec.searcher.seed)
+    for i in range(3):
+        points[f"sample {i + 1}"] = space.sample(rng)
+    resolved = {label: trainer.resolved_config(settings, params) for label, params in points.items()}
+    console.print(
+        f"[bold green]{source}: valid[/] - study {spec.name}: {space.dimensions} searched parameters, "
+        f"trainer {spec.trainer.name} (preset {spec.trainer.preset}), scheduler {spec.scheduler.kind}, "
+        f"searcher {spec.searcher.kind}, objective {spec.objective.metric} ({spec.objective.mode})",
+        soft_wrap=True,
+    )
+    table = Table(title="trainer configuration (as trials resolve it)", title_justify="left")
+    table.add_column("key", no_wrap=True)
+    for label in points:
+        table.add_column(label, justify="right")
+    shown = [*space.names, *(k for k in ("optim.epochs", "runtime.threads") if k not in space)]
+    for key in shown:
+        cells = [_cell(config, key) for config in resolved.values()]
+        if any(cell != "-" for cell in cells):
+            table.add_row(key, *cells)
+    console.print(table)
+    fidelity = spec.fidelity
+    rungs = milestones(fidelity.max, fidelity.eta, fidelity.min)
+    console.print(f"rungs (epochs): {', '.join(map(str, rungs))}", highlight=False)
+    if spec.scheduler.kind in ("hyperband", "mfho"):
+        render_plan(plan_hyperband(fidelity.max, fidelity.eta, fidelity.min))
+    epochs = max_total_epochs(spec)
+    trials = spec.budget.max_trials
+    limits = []
+    if epochs is not None:
+        limits.append(f"{epochs} epochs = {epochs / fidelity.max:.1f} full-budget equivalents")
+    if trials is not None:
+        limits.append(f"{trials} trials (at most {trials * fidelity.max} epochs)")
+    if spec.budget.wall_clock is not None:
+        limits.append(f"{spec.budget.wall_clock / 3600:.1f} h of wall clock")
+    console.print(f"budget: {'; '.join(limits)}", highlight=False)
+    bounds = [b for b in (epochs, trials * fidelity.max if trials else None) if b is not None]
+    if epoch_time is not None and bounds:
+        bound = min(bounds)
+        hours = bound * parse_duration(epoch_time) / 3600
+        gpu = spec.resources.gpu
+        cost = f"{hours * gpu:.1f} GPU-hours ({gpu:g} GPU per trial)" if gpu else "resources.gpu is 0"
+        console.print(
+            f"at most {bound} epochs x {epoch_time} = {hours:.1f} trial-hours: {cost}", highlight=False
+        )
+
+
+def _cell(config: dict[str, Any], key: str) -> str:
+    if key in config:
+        value = config[key]
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+    if key == "data.transform.size" and "data.transform.height" in config:
+        return f"{config['data.transform.height']}x{config['data.transform.width']}"
+    return "-"
+
+
+def validate(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="Study file (see search_spaces/).")],
+    epoch_time: EpochTimeOption = None,
+) -> None:
+    """Check a study file completely (schema, trainer keys and values, couplings, objective) without running
+    it; print what it would do. Exit 0 if valid, 2 with one line naming the file and field if not."""
+    from hpo.study import load_study, resolve_study_path
+    from hpo.study.validate import validate_study
+
+    with user_errors():
+        path = resolve_study_path(spec_path)
+        spec = load_study(path)
+        validate_study(spec, source=str(path))
+        describe_study(spec, str(path), epoch_time)
