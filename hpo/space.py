@@ -142,6 +142,12 @@ _Number = Annotated[float, AllowInfNan(False), BeforeValidator(_reject_bool)]
 _Integer = Annotated[int, BeforeValidator(_reject_bool)]
 
 
+def _kind_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "booleans"
+    return "numbers" if isinstance(value, (int, float)) else "strings"
+
+
 def _same(a: Any, b: Any) -> bool:
     """Equality that keeps booleans apart from numbers (``True == 1`` in Python, not in a search space)."""
     return isinstance(a, bool) == isinstance(b, bool) and a == b
@@ -229,6 +235,13 @@ class CategoricalParam(_ParamBase):
     @field_validator("choices")
     @classmethod
     def _unique(cls, choices: list[Any]) -> list[Any]:
+        kinds = {_kind_of(choice) for choice in choices}
+        if len(kinds) > 1:
+            raise FieldError(
+                (),
+                f"mix {' and '.join(sorted(kinds))}: all choices must be strings, all numbers or all "
+                f"booleans (the results store keeps one type per column), got {_short_repr(choices)}",
+            )
         for i, choice in enumerate(choices):
             first = _index_of(choices, choice)
             if first is not None and first < i:

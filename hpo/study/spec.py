@@ -51,6 +51,9 @@ __all__ = [
     "parse_duration",
 ]
 
+#: Sanity bounds: a value beyond these is a typo (an exponent too many), not a plan.
+MAX_EPOCHS = 100_000
+MAX_WALL_CLOCK_S = 366 * 86400.0
 SCHEDULER_KINDS = ("hyperband", "asha", "mfho", "ray-asha", "ray-hyperband", "fifo")
 SEARCHER_KINDS = ("random", "tpe", "mf-tpe")
 _SLUG_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -65,7 +68,19 @@ def _no_bool(value: Any) -> Any:
     return value
 
 
-_Int = Annotated[int, BeforeValidator(_no_bool)]
+def _whole(value: Any) -> Any:
+    """A count: ``3`` or ``3.0``; never a boolean, a fraction or a float too large to be exact."""
+    value = _no_bool(value)
+    if isinstance(value, float):
+        if not math.isfinite(value) or abs(value) > 2**53:
+            raise ValueError(f"is too large to be a count, got {value:g}")
+        if not value.is_integer():
+            raise ValueError(f"must be a whole number (an integer), got {value:g}")
+        return int(value)
+    return value
+
+
+_Int = Annotated[int, BeforeValidator(_whole)]
 _Float = Annotated[float, AllowInfNan(False), BeforeValidator(_no_bool)]
 
 
@@ -90,6 +105,8 @@ def parse_duration(value: Any) -> float:
         seconds = float(value)
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"must be a positive duration, got {value!r}")
+    if seconds > MAX_WALL_CLOCK_S:
+        raise ValueError(f"must be at most a year ({MAX_WALL_CLOCK_S:.0f} s), got {value!r}")
     return seconds
 
 
@@ -111,9 +128,9 @@ class FidelitySpec(StrictSpec):
     """
 
     resource: Literal["epochs"] = "epochs"
-    min: _Int = Field(1, ge=1)
-    max: _Int = Field(ge=1)
-    eta: _Int = Field(3, ge=2)
+    min: _Int = Field(1, ge=1, le=MAX_EPOCHS)
+    max: _Int = Field(ge=1, le=MAX_EPOCHS)
+    eta: _Int = Field(3, ge=2, le=100)
 
     @model_validator(mode="after")
     def _order(self) -> FidelitySpec:
@@ -239,7 +256,7 @@ class SearcherSpec(StrictSpec):
     """
 
     kind: Literal["random", "tpe", "mf-tpe"] = "random"
-    seed: _Int = Field(0, ge=0)
+    seed: _Int = Field(0, ge=0, le=2**63 - 1)
     random_fraction: _Float = Field(1.0 / 3.0, ge=0.0, le=1.0)
     n_startup: _Int | None = Field(None, ge=1)
 
@@ -268,8 +285,8 @@ class BudgetSpec(StrictSpec):
     ``"1h30m"`` or seconds, and holds seconds once parsed.
     """
 
-    max_trials: _Int | None = Field(None, ge=1)
-    max_resource: _Float | None = Field(None, gt=0.0)
+    max_trials: _Int | None = Field(None, ge=1, le=10_000_000)
+    max_resource: _Float | None = Field(None, gt=0.0, le=1e9)
     unit: Literal["epochs", "fbe"] = "epochs"
     wall_clock: Annotated[float | None, BeforeValidator(lambda v: v if v is None else parse_duration(v))] = (
         None
@@ -288,8 +305,8 @@ class ResourcesSpec(StrictSpec):
     """What one trial reserves on a Ray node. A GPU request on a CPU-only node leaves trials pending forever,
     so CPU-only studies must say ``gpu: 0`` (the default)."""
 
-    cpu: _Float = Field(1.0, gt=0.0)
-    gpu: _Float = Field(0.0, ge=0.0)
+    cpu: _Float = Field(1.0, gt=0.0, le=1024)
+    gpu: _Float = Field(0.0, ge=0.0, le=64)
 
     @field_validator("gpu")
     @classmethod
@@ -311,9 +328,9 @@ class ExecutionSpec(StrictSpec):
       ``--address``, where the cluster's own resources count.
     """
 
-    max_concurrent: _Int | None = Field(None, ge=1)
-    max_failures: _Int = Field(1, ge=0)
-    cpus: _Int | None = Field(None, ge=1)
+    max_concurrent: _Int | None = Field(None, ge=1, le=100_000)
+    max_failures: _Int = Field(1, ge=0, le=100)
+    cpus: _Int | None = Field(None, ge=1, le=4096)
 
 
 class TrainerSpec(StrictSpec):
