@@ -176,7 +176,7 @@ def test_resources_no_node_has_fail_fast(short_tmp: Path, small_root: Path) -> N
     spec = parse_study(_tiny_study(short_tmp, small_root, resources={"cpu": 1, "gpu": 1}))
     with pytest.raises(RunError, match=r"resources.gpu is 1 per trial, but no Ray node has that many GPUs"):
         run_study(spec)
-    assert not (short_tmp / "results" / "tiny").exists()  # nothing half-written
+    assert not (short_tmp / "results").exists()  # nothing written: no study folder, no Ray session folder
 
 
 def test_ray_asha_baseline_runs(short_tmp: Path) -> None:

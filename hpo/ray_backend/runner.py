@@ -196,12 +196,32 @@ def run_study(
     )
     if not resume:
         refuse_existing(spec, folder, resumable=not native)  # before the lock: no folder for a refusal
+    root = spec.storage.root
+    before = [path for path in (root, ray_temp_dir(root)) if not path.exists()]
     with StudyLock(folder.path):
         try:
             return _session(spec, folder, recorder, address=address, progress=progress, resume=resume)
         finally:
             if not folder.exists():  # the study never came to be (no study.json): leave nothing behind
                 shutil.rmtree(folder.path, ignore_errors=True)
+                _remove_created(before)
+
+
+def _remove_created(created: list[Path]) -> None:
+    """Remove what this run created although its study never came to be: its own Ray session folders (Ray
+    names them ``session_<time>_<pid>``) in a temp dir this run created, then that dir and the results root
+    if they are empty (another study starting beside it may already use them)."""
+    for path in reversed(created):  # Ray's temp dir before the root that may contain it
+        if not path.is_dir():
+            continue
+        if path.name.startswith("agvp-ray-") or path.name == ".ray":
+            for entry in path.glob(f"session_*_{os.getpid()}"):
+                shutil.rmtree(entry, ignore_errors=True)
+            latest = path / "session_latest"
+            if latest.is_symlink() and not latest.exists():  # it pointed at a session just removed
+                latest.unlink()
+        if not any(path.iterdir()):
+            path.rmdir()
 
 
 def _session(
