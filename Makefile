@@ -27,7 +27,7 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	@test -d $(DEMO_DIR)/data || $(VENV)/bin/agvp-hpo data synth $(DEMO_DIR)/data
-	rm -rf $(DEMO_DIR)/results/demo
+	rm -rf results/demo
 	$(VENV)/bin/agvp-hpo run search_spaces/demo.yaml
 
 test: $(STAMP)

@@ -71,6 +71,11 @@ class Best(BaseModel):
     resource: int
 
 
+class FailedTrials(BaseModel):
+    count: int = Field(description="trials that failed")
+    errors: list[dict[str, Any]] = Field(description="the first distinct error messages, with trials each")
+
+
 class StudySummary(BaseModel):
     id: str
     status: str = Field(description="running | finished | stopped | failed | interrupted (driver died)")
@@ -81,6 +86,7 @@ class StudySummary(BaseModel):
     metric: str
     mode: str
     budget_used: dict[str, float]
+    failures: FailedTrials
     started: float | None = None
     updated: float | None = None
     ended: float | None = None
@@ -410,6 +416,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     )
     def rungs(study_id: StudyId) -> Response:
         return _json(reader.rungs(study_id))
+
+    @app.get(
+        "/api/studies/{study_id}/failures", response_model=FailedTrials, responses=ERRORS, tags=["reads"]
+    )
+    def failed_trials(study_id: StudyId) -> Response:
+        """How many trials failed, and the first distinct error messages."""
+        return _json(reader.failures(study_id))
 
     # -- writes ------------------------------------------------------------------------------------------
 

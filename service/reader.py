@@ -22,7 +22,7 @@ import pandas as pd
 
 from hpo.results import TrialStatus
 from hpo.store import METADATA_FILE, StoreError
-from hpo.study.analysis import best_so_far, best_trials, rung_table, trial_table
+from hpo.study.analysis import best_so_far, best_trials, failures, rung_table, trial_table
 from hpo.study.folder import StudyFolder, study_status
 
 STUDY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -141,11 +141,15 @@ class StoreReader:
         return study_status(self.folder(study_id), self.metadata(study_id))
 
     def trials(self, study_id: str) -> pd.DataFrame:
-        def compute(folder: StudyFolder) -> pd.DataFrame:
-            finished = self.metadata(study_id).get("status") == "finished"
-            return trial_table(self.rows(study_id), finished=finished)
+        status = self.status(study_id)  # "running" depends on the study lock, not on the files
 
-        return self.cached(study_id, "trials", compute)
+        def compute(folder: StudyFolder) -> pd.DataFrame:
+            return trial_table(self.rows(study_id), finished=status == "finished", live=status == "running")
+
+        return self.cached(study_id, ("trials", status), compute)
+
+    def failures(self, study_id: str) -> dict[str, Any]:
+        return self.cached(study_id, "failures", lambda folder: failures(self.rows(study_id)))
 
     def objective(self, study_id: str) -> tuple[str, str]:
         objective = self.metadata(study_id).get("spec", {}).get("objective", {})
@@ -156,13 +160,15 @@ class StoreReader:
         return self.cached(study_id, ("best", k), lambda folder: best_trials(self.rows(study_id), mode, k=k))
 
     def counts(self, study_id: str) -> dict[str, int]:
+        trials = self.trials(study_id)
+
         def compute(folder: StudyFolder) -> dict[str, int]:
             counts = {status.value: 0 for status in TrialStatus}
-            for status, number in self.trials(study_id)["status"].value_counts().items():
+            for status, number in trials["status"].value_counts().items():
                 counts[str(status)] = int(number)
             return counts
 
-        return self.cached(study_id, "counts", compute)
+        return self.cached(study_id, ("counts", self.status(study_id)), compute)
 
     def curve(self, study_id: str, trial_id: int) -> pd.DataFrame:
         rows = self.rows(study_id)
@@ -196,6 +202,7 @@ class StoreReader:
             "metric": self.objective(study_id)[0],
             "mode": self.objective(study_id)[1],
             "budget_used": metadata.get("budget_used") or {},
+            "failures": self.failures(study_id),
             "started": metadata.get("started"),
             "updated": metadata.get("updated"),
             "ended": metadata.get("ended"),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
 import signal
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -82,10 +84,27 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _finish_report(folder: Any, spec: Any) -> None:
+def print_failures(rows: Any) -> None:
+    """How many trials failed and why (the first distinct messages), if any did."""
+    from hpo.study.analysis import failures
+
+    failed = failures(rows)
+    if not failed["count"]:
+        return
+    console.print(f"[red]{failed['count']} trial(s) failed[/]; first errors:", highlight=False)
+    for error in failed["errors"]:
+        console.print(f"  {error['trials']} x {error['message']}", highlight=False, soft_wrap=True)
+
+
+def _finish_report(folder: Any, spec: Any, status: str) -> None:
+    """The end of ``run`` / ``resume``: failures, the best configurations; exit 1 if every trial failed."""
     from hpo.study.analysis import best_trials
 
-    best = best_trials(folder.store.read(), spec.objective.mode, k=5)
+    rows = folder.store.read()
+    print_failures(rows)
+    if status == "failed":
+        raise typer.Exit(1)
+    best = best_trials(rows, spec.objective.mode, k=5)
     if best.empty:
         console.print("no trial reported a value")
         return
@@ -113,7 +132,37 @@ def rung_spread(rows: Any) -> tuple[int, int, float, float] | None:
     return None
 
 
-def _progress_view() -> tuple[Live, Any]:
+#: Without a terminal (nohup, a Ray job, CI), a progress line at most this often, when something changed.
+LOG_EVERY_S = 10.0
+
+
+def progress_line(summary: StudySummary) -> str:
+    """The live view in one line, for logs."""
+    counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items() if n)
+    best = summary.best
+    best_text = f"{best[0]:.4f} (trial {best[1]} at {best[2]} epochs)" if best else "-"
+    fbe = summary.total_resource / summary.max_resource
+    return (
+        f"{dt.datetime.now():%H:%M:%S} {summary.study}: {summary.trials} trials ({counts or 'none yet'}); "
+        f"best {summary.metric} {best_text}; {summary.total_resource} epochs ({fbe:.1f} FBE); "
+        f"{_duration(summary.elapsed)}" + (f"; stopping: {summary.stopping}" if summary.stopping else "")
+    )
+
+
+def _progress_view() -> tuple[Any, Any]:
+    """A live view on a terminal; otherwise progress lines in the log (one per change, at most one per
+    :data:`LOG_EVERY_S` seconds), so a study under nohup, a Ray job or CI shows what it does."""
+    if not console.is_terminal:
+        last: dict[str, Any] = {"at": 0.0, "key": None}
+
+        def log(summary: StudySummary) -> None:
+            key = (summary.counts, summary.best, summary.total_resource, summary.stopping)
+            now = time.monotonic()
+            if key != last["key"] and now - last["at"] >= LOG_EVERY_S:
+                last.update(at=now, key=key)
+                console.print(progress_line(summary), highlight=False, soft_wrap=True)
+
+        return contextlib.nullcontext(), log
     live = Live(console=console, refresh_per_second=2, transient=False)
 
     def update(summary: StudySummary) -> None:
@@ -188,7 +237,7 @@ def run(
         f"study {spec.name} {outcome.status} ({outcome.reason}) in {_duration(outcome.elapsed)}: "
         f"{outcome.trials} trials, {outcome.total_resource} epochs; results in {outcome.folder.path}"
     )
-    _finish_report(outcome.folder, spec)
+    _finish_report(outcome.folder, spec, outcome.status)
 
 
 def resume(
@@ -217,7 +266,7 @@ def resume(
         f"study {spec.name} {outcome.status} ({outcome.reason}) after {_duration(outcome.elapsed)} in all: "
         f"{outcome.trials} trials, {outcome.total_resource} epochs"
     )
-    _finish_report(outcome.folder, spec)
+    _finish_report(outcome.folder, spec, outcome.status)
 
 
 def _when(timestamp: Any) -> str:
@@ -236,7 +285,7 @@ def status(
     ] = None,
 ) -> None:
     """List studies under --root, or show one study: trials by state, best so far, budget, rungs."""
-    from hpo.study.analysis import best_trials, rung_table, trial_table
+    from hpo.study.analysis import best_trials, failures, rung_table, trial_table
     from hpo.study.folder import find_study, list_studies, study_status
 
     with user_errors():
@@ -294,7 +343,7 @@ def status(
         objective = spec.get("objective", {"metric": "value", "mode": "max"})
         rows = folder.store.read()
         state = study_status(folder, metadata)
-        trials = trial_table(rows, finished=state == "finished")
+        trials = trial_table(rows, finished=state == "finished", live=state == "running")
         best = best_trials(rows, objective["mode"], k=5)
         if as_json:
             payload = {
@@ -304,14 +353,16 @@ def status(
                 "error": metadata.get("error"),
                 "budget_used": metadata.get("budget_used"),
                 "trials": trials["status"].value_counts().to_dict() if not trials.empty else {},
+                "failures": failures(rows),
                 "best": best.to_dict(orient="records"),
             }
             console.print_json(json.dumps(payload, default=str))
             return
         counts = trials["status"].value_counts().to_dict() if not trials.empty else {}
         used = metadata.get("budget_used", {})
+        color = {"failed": "red", "interrupted": "yellow", "running": "green"}.get(state, "bold")
         console.print(
-            f"[bold]{folder.name}[/]: {state}"
+            f"[bold]{folder.name}[/]: [{color}]{state}[/]"
             + (f" ({metadata['reason']})" if metadata.get("reason") else "")
             + (f" - [red]{metadata['error']}[/]" if metadata.get("error") else "")
         )
@@ -330,6 +381,7 @@ def status(
                     *(str(entry[k]) for k in ("bracket", "rung", "resource", "trials", "advanced"))
                 )
             console.print(occupancy)
+        print_failures(rows)
         if not best.empty:
             console.print(best_table(best, objective["metric"], "best so far"))
 

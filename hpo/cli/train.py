@@ -59,7 +59,17 @@ def train(
         max_epochs = epochs if epochs is not None else config.optim.epochs
         if max_epochs < 1:
             raise ValueError(f"--epochs is {max_epochs}, but must be >= 1")
+        # The inputs first: a run that cannot start writes nothing (not even its config.yaml).
+        weights = config.model.weights
+        if weights is not None and not weights.is_file():
+            raise ValueError(f"model.weights: {weights} does not exist (weights come from a local file)")
+        if not config.data.root.is_dir():
+            raise ValueError(
+                f"data.root: {config.data.root} is not a folder (generate one: agvp-hpo data synth PATH)"
+            )
         run_dir = out or Path("runs") / config_path.stem
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ValueError(f"--out {run_dir} is a file, but must be a folder")
         if resume is None and (run_dir / METRICS_FILE).exists():
             raise ValueError(f"{run_dir} already holds a run; pass --resume {run_dir} or another --out")
         run_dir.mkdir(parents=True, exist_ok=True)

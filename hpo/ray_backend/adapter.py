@@ -233,7 +233,7 @@ def ray_scheduler(spec: StudySpec) -> Any:
 class RecordingScheduler(NotPickled, TrialScheduler):
     """Ray's own scheduler, unchanged, with each decision recorded as a result row."""
 
-    def __init__(self, inner: TrialScheduler, record: Callable[[str, dict[str, Any], str], None]) -> None:
+    def __init__(self, inner: TrialScheduler, record: Callable[[str, dict[str, Any], str], bool]) -> None:
         super().__init__()
         self.inner = inner
         self.record = record
@@ -254,8 +254,10 @@ class RecordingScheduler(NotPickled, TrialScheduler):
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
         decision = self.inner.on_trial_result(tune_controller, trial, result)
-        self.record(trial.trial_id, result, {"CONTINUE": "continue", "PAUSE": "pause"}.get(decision, "stop"))
-        return decision
+        failed = self.record(
+            trial.trial_id, result, {"CONTINUE": "continue", "PAUSE": "pause"}.get(decision, "stop")
+        )
+        return TrialScheduler.STOP if failed else decision
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> None:
         self.inner.on_trial_complete(tune_controller, trial, result)

@@ -86,6 +86,9 @@ def check_inputs(spec: StudySpec) -> None:
         )
     if trainer.weights is not None and not Path(trainer.weights).is_file():
         raise RunError(f"trainer.weights: {trainer.weights} does not exist")
+    root = spec.storage.root
+    if root.exists() and not root.is_dir():
+        raise RunError(f"storage.root: {root} is a file, but must be a folder (results go in it)")
 
 
 def start_ray(spec: StudySpec, folder: StudyFolder, address: str | None) -> None:
@@ -270,9 +273,9 @@ def _session(
             raise
     finally:
         ray.shutdown()
-    end_study(spec, folder, recorder, reason, detail)
+    status = end_study(spec, folder, recorder, reason, detail)
     return StudyOutcome(
-        folder, reason.status, detail, recorder.elapsed, recorder.total_resource, recorder.num_trials()
+        folder, status, detail, recorder.elapsed, recorder.total_resource, recorder.num_trials()
     )
 
 

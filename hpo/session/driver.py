@@ -135,6 +135,9 @@ class StudyDriver(Recorder):
             return Decision.STOP
         epoch = int(metrics["epoch"])
         value = float(metrics[metric])
+        if not math.isfinite(value):
+            self.fail(trial_id, f"the objective {metric} is {value} at epoch {epoch}", node=node)
+            return Decision.STOP
         info = self.trials[trial_id]
         previous = self.core.resource_of(trial_id)
         decision = self.core.report(trial_id, epoch, value)

@@ -16,7 +16,7 @@ from typing import Any
 
 from hpo.faults import fault_point
 from hpo.session.recorder import Recorder, StopReason, StudySummary
-from hpo.study.analysis import best_config_yaml, best_trials
+from hpo.study.analysis import best_config_yaml, best_trials, failures
 from hpo.study.folder import StudyFolder
 from hpo.study.loader import dump_study
 from hpo.study.spec import StudySpec
@@ -31,7 +31,7 @@ class RunError(AgvpError):
 @dataclass(frozen=True)
 class StudyOutcome:
     folder: StudyFolder
-    status: str  # finished | stopped
+    status: str  # finished | stopped | failed (every trial failed)
     reason: str
     elapsed: float
     total_resource: int
@@ -90,13 +90,20 @@ def write_best_yaml(spec: StudySpec, folder: StudyFolder) -> bool:
 
 def end_study(
     spec: StudySpec, folder: StudyFolder, recorder: Recorder, reason: StopReason, detail: str
-) -> None:
-    """Store the last rows, compact, write ``best.yaml``, then mark the study ended (this order)."""
+) -> str:
+    """Store the last rows, compact, write ``best.yaml``, then mark the study ended (this order). Returns
+    the final status: ``failed`` when every trial failed (the first error says why), else the reason's."""
     recorder.maybe_flush(force=True)
     folder.store.compact()
     write_best_yaml(spec, folder)
     fault_point("finishing")
-    write_metadata(folder, recorder.summary(), status=reason.status, reason=detail, ended=time.time())
+    summary = recorder.summary()
+    status, error = reason.status, None
+    if summary.trials > 0 and summary.counts.get("failed", 0) == summary.trials:
+        first = failures(folder.store.read(), limit=1)["errors"]
+        status, error = "failed", f"every trial failed: {first[0]['message'] if first else 'no message'}"
+    write_metadata(folder, summary, status=status, reason=detail, error=error, ended=time.time())
+    return status
 
 
 def fail_study(folder: StudyFolder, recorder: Recorder, error: BaseException) -> None:

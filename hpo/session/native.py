@@ -37,15 +37,19 @@ class NativeRecorder(Recorder):
         self.ray_ids[ray_trial_id] = number
         return number, config
 
-    def record(self, ray_trial_id: str, result: dict[str, Any], decision: str) -> None:
-        """Ray's scheduler answered ``decision`` (continue / pause / stop) to ``result``."""
+    def record(self, ray_trial_id: str, result: dict[str, Any], decision: str) -> bool:
+        """Ray's scheduler answered ``decision`` (continue / pause / stop) to ``result``. Returns whether the
+        trial failed (an error, or a non-finite objective): it must stop, whatever Ray's scheduler said."""
         trial_id = self.ray_ids.get(ray_trial_id)
-        if trial_id is None:
-            return
+        if trial_id is None or self.status.get(trial_id) == TrialStatus.FAILED.value:
+            return True
         previous = self.resource.get(trial_id, 0)
+        metric = self.spec.objective.metric
         error = str(result.get(ERROR_KEY) or "")
+        value = math.nan if error else float(result.get(metric, math.nan))
+        if not error and not math.isfinite(value):
+            error = f"the objective {metric} is {value} at epoch {result.get('epoch')}"
         epoch = int(result.get("epoch", previous)) if not error else previous
-        value = math.nan if error else float(result.get(self.spec.objective.metric, math.nan))
         self.total_resource += max(0, epoch - previous)
         self.resource[trial_id] = max(previous, epoch)
         if error:
@@ -75,6 +79,7 @@ class NativeRecorder(Recorder):
             node=str(result.get("node", "")),
             error=error,
         )
+        return bool(error)
 
     def num_trials(self) -> int:
         return len(self.configs)

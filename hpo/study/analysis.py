@@ -18,6 +18,7 @@ import yaml
 from hpo.results import (
     BRACKET,
     CONFIG,
+    ERROR,
     RESOURCE,
     RUNG,
     STATUS,
@@ -31,10 +32,11 @@ from hpo.study.spec import StudySpec
 TRIAL_COLUMNS = ("trial_id", "status", "resource", "value", "bracket", "reports", "params")
 
 
-def trial_table(rows: pd.DataFrame, *, finished: bool = False) -> pd.DataFrame:
+def trial_table(rows: pd.DataFrame, *, finished: bool = False, live: bool = True) -> pd.DataFrame:
     """One row per trial: its latest status, the highest epoch it reported, its value there, its bracket,
     how many rows it wrote and its parameters (a dict). With ``finished``, trials still paused count as
-    stopped (a finished study never resumes them)."""
+    stopped (a finished study never resumes them); with ``live`` False (a study no driver runs: stopped,
+    interrupted, failed), nothing is running - a trial that was is paused, to be resumed."""
     if rows.empty:
         return pd.DataFrame(columns=list(TRIAL_COLUMNS))
     ordered = rows.reset_index(drop=True)
@@ -47,6 +49,8 @@ def trial_table(rows: pd.DataFrame, *, finished: bool = False) -> pd.DataFrame:
     )
     table = pd.DataFrame(index=last.index)
     table["status"] = last[STATUS]
+    if not live:
+        table.loc[table["status"] == TrialStatus.RUNNING.value, "status"] = TrialStatus.PAUSED.value
     if finished:
         table.loc[table["status"] == TrialStatus.PAUSED.value, "status"] = TrialStatus.STOPPED.value
     table["resource"] = top[RESOURCE].reindex(table.index).fillna(0).astype(int) if top is not None else 0
@@ -55,6 +59,20 @@ def trial_table(rows: pd.DataFrame, *, finished: bool = False) -> pd.DataFrame:
     table["reports"] = ordered.groupby(TRIAL_ID).size()
     table["params"] = [json.loads(text) for text in last[CONFIG]]
     return table.reset_index()[list(TRIAL_COLUMNS)]
+
+
+def failures(rows: pd.DataFrame, *, limit: int = 5) -> dict[str, Any]:
+    """How many trials failed, and the first ``limit`` distinct error messages (with how many trials each)."""
+    if rows.empty or STATUS not in rows:
+        return {"count": 0, "errors": []}
+    failed = rows[rows[STATUS] == TrialStatus.FAILED.value]
+    errors: dict[str, int] = {}
+    for message in failed.get(ERROR, pd.Series(dtype=str)).fillna("").astype(str):
+        errors[message or "failed (no message)"] = errors.get(message or "failed (no message)", 0) + 1
+    return {
+        "count": int(failed[TRIAL_ID].nunique()),
+        "errors": [{"message": m, "trials": n} for m, n in list(errors.items())[:limit]],
+    }
 
 
 def improves(best: tuple[float, int, int] | None, epoch: int, value: float, mode: str) -> bool:

@@ -205,6 +205,21 @@ async function loadStudies() {
   return studies;
 }
 
+function showFailures(list, failures) {
+  list.replaceChildren();
+  list.hidden = failures.count === 0;
+  if (failures.count === 0) return;
+  const head = document.createElement("li");
+  head.className = "failed";
+  head.textContent = `${failures.count} trial(s) failed; first errors:`;
+  list.append(head);
+  for (const error of failures.errors) {
+    const item = document.createElement("li");
+    item.textContent = `${error.trials} x ${error.message}`;
+    list.append(item);
+  }
+}
+
 async function loadStudy(id) {
   const base = `/api/studies/${encodeURIComponent(id)}`;
   const [detail, page, curves] = await Promise.all([
@@ -218,6 +233,7 @@ async function loadStudy(id) {
   document.querySelector("#study-line").textContent =
     `${detail.status}${detail.reason ? ` (${detail.reason})` : ""}; ${page.total} trials; ` +
     `${fmt(used.epochs)} epochs used; best ${detail.metric} ${detail.best ? fmt(detail.best.value) : "-"}`;
+  showFailures(document.querySelector("#failures"), detail.failures || { count: 0, errors: [] });
   drawBestSoFar(document.querySelector("#best-plot"), detail);
   drawCurves(document.querySelector("#curves-plot"), curves, detail.metric);
   const space = (detail.spec && detail.spec.space) || {};
