@@ -154,3 +154,26 @@ def test_train_with_missing_inputs_is_one_line_and_writes_nothing(
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["mfho.yaml", "asha.yaml", "hyperband.yaml", "demo.yaml"])
+def test_every_searched_key_of_a_bundled_study_is_the_value_its_trial_trains_with(name: str) -> None:
+    # Before: data.transform.size was searched by mfho.yaml but the preset's 256x128 always won.
+    import numpy as np
+
+    from hpo.study import load_study
+    from hpo.study.build import trainer_settings
+    from trainers.protocol import get_trainer
+
+    spec = load_study(name)
+    trainer = get_trainer(spec.trainer.name)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        params = spec.space.sample(rng)
+        resolved = trainer.resolved_config(trainer_settings(spec), params)
+        for key, value in params.items():
+            if key == "data.transform.size":
+                got = f"{resolved['data.transform.height']}x{resolved['data.transform.width']}"
+            else:
+                got = resolved[key]
+            assert got == value or (isinstance(got, list) and list(value) == got), (key, value, got)

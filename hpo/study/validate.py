@@ -101,8 +101,18 @@ def _explain(
             if key in names:
                 message = f"{field}.{key}: is not a key of trainer {spec.trainer.name!r}"
                 return StudyError(source, f"{message} {hint}".rstrip(), field=f"{field}.{key}", rule=rule)
-    if key is not None and key in spec.space:
-        varied = key
+    if key is not None:
+        under_key = [k for k in spec.space.names if k == key or k.startswith(f"{key}.")]
+        if under_key and rule.startswith("unknown key"):
+            return StudyError(
+                source,
+                f"space.{under_key[0]}: {key} is not a section or key of trainer {spec.trainer.name!r} "
+                f"{rule.removeprefix(f'unknown key {key}').strip()}".rstrip(),
+                field=f"space.{under_key[0]}",
+                rule=rule,
+            )
+        if key in spec.space:
+            varied = key
     if varied is None:
         varied = _culprit(trainer, settings, params, spec.space)
     if varied is not None:
@@ -114,6 +124,12 @@ def _explain(
             field=f"space.{varied}",
             rule=rule,
         )
+    if key is not None and key not in overrides:
+        # a rule of a whole section (e.g. optim's milestones): the override under it that the rule names
+        under = [k for k in sorted(overrides) if k.startswith(f"{key}.")]
+        named = [k for k in under if k.rsplit(".", 1)[-1] in rule]
+        if named or under:
+            key = (named or under)[0]
     if key is not None and key in overrides:
         field = f"trainer.overrides.{key}"
         return StudyError(source, f"{field}: {rule}", field=field, rule=rule)
