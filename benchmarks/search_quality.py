@@ -65,6 +65,8 @@ METHODS = (
     "asha-stopping+random",
     "mfho+random",
     "mfho+mf-tpe",
+    "mfho-hedge+random",
+    "mfho-hedge+mf-tpe",
 )
 DEFAULT_SCHEDULER = "mfho+mf-tpe"
 RANDOM_SEARCH = "fifo+random"

@@ -780,7 +780,7 @@ def _key_hint(key: str, model: Any) -> str:
     model = _unwrap(model)
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         return ""
-    valid = list(model.model_fields)
+    valid = sorted(model.model_fields, key=lambda name: name != "kind")  # kind first, then as declared
     close = difflib.get_close_matches(key, valid, n=1)
     if close:
         return f"(did you mean '{close[0]}'?)"

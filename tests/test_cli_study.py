@@ -96,8 +96,12 @@ def test_core_from_spec_maps_every_section(tmp_path: Path) -> None:
     assert core.max_total_resource == max_total_epochs(spec) == 18
     stopping = core_from_spec(parse_study(_raw(tmp_path, scheduler={"kind": "asha", "mode": "stopping"})))
     assert stopping.asha_mode == "stopping"  # type: ignore[attr-defined]
-    with pytest.raises(ValueError, match="promote_fraction is accepted in study files but not implemented"):
-        core_from_spec(parse_study(_raw(tmp_path, scheduler={"kind": "mfho", "promote_fraction": 0.5})))
+    rounds = core_from_spec(
+        parse_study(_raw(tmp_path, scheduler={"kind": "mfho", "promote_fraction": 0.5, "max_rounds": 4}))
+    )
+    assert (rounds.promote_fraction, rounds.max_rounds, rounds.round_size) == (0.5, 4, 4)  # type: ignore[attr-defined]
+    hedge = core_from_spec(parse_study(_raw(tmp_path, scheduler={"kind": "mfho-hedge", "min_pairs": 5})))
+    assert (hedge.name, hedge.min_pairs) == ("mfho-hedge", 5)  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="has no core"):
         core_from_spec(parse_study(_raw(tmp_path, scheduler="ray-asha")))
 

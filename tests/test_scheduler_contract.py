@@ -32,8 +32,10 @@ CORES = [
     ("asha", {}),
     ("asha-stopping", {}),
     ("mfho", {}),
+    ("mfho", {"initial_fidelity": 3, "promote_fraction": 0.5}),
+    ("mfho-hedge", {}),
 ]
-IDS = [f"{name}-{opts.get('bracket_order', 'default')}" for name, opts in CORES]
+IDS = [name + "".join(f"-{value}" for value in opts.values()) for name, opts in CORES]
 
 
 def curve(config: dict[str, Any], resource: int) -> float:

@@ -25,6 +25,7 @@ def describe_study(spec: Any, source: str, epoch_time: str | None) -> None:
     """Print the checked study: configurations of corners and samples, rungs, budget."""
     from hpo.cli.plan import _render as render_plan
     from hpo.schedulers.brackets import milestones, plan_hyperband
+    from hpo.schedulers.mfho import round_plan
     from hpo.study.build import max_total_epochs, trainer_settings
     from hpo.study.spec import parse_duration
     from trainers.protocol import get_trainer
@@ -59,8 +60,23 @@ def describe_study(spec: Any, source: str, epoch_time: str | None) -> None:
     fidelity = spec.fidelity
     rungs = milestones(fidelity.max, fidelity.eta, fidelity.min)
     console.print(f"rungs (epochs): {', '.join(map(str, rungs))}", highlight=False)
-    if spec.scheduler.kind in ("hyperband", "mfho"):
+    if spec.scheduler.kind in ("hyperband", "mfho-hedge"):
         render_plan(plan_hyperband(fidelity.max, fidelity.eta, fidelity.min))
+    elif spec.scheduler.kind == "mfho":
+        plan = round_plan(
+            fidelity.max,
+            fidelity.eta,
+            fidelity.min,
+            spec.scheduler.initial_fidelity,
+            spec.scheduler.promote_fraction,
+        )
+        steps = " -> ".join(f"{n} at {epochs}" for epochs, n in plan)
+        rounds = spec.scheduler.max_rounds
+        console.print(
+            f"each round (configurations at epochs): {steps}; later rounds promote only what beats earlier "
+            f"rounds; {'until the budget ends' if rounds is None else f'{rounds} rounds at most'}",
+            highlight=False,
+        )
     epochs = max_total_epochs(spec)
     trials = spec.budget.max_trials
     limits = []

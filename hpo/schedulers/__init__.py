@@ -11,6 +11,9 @@ from hpo.schedulers.brackets import Bracket, HyperbandPlan, Rung, milestones, pl
 from hpo.schedulers.fifo import FIFOCore
 from hpo.schedulers.hyperband import BracketOrder, HyperbandCore
 from hpo.schedulers.mfho import MFHOCore
+from hpo.schedulers.mfho_hedge import HedgedMFHOCore
+from hpo.schedulers.options import SchedulerOptions
+from hpo.schedulers.ray_native import RAY_NATIVE_OPTIONS
 from hpo.searchers.base import Searcher
 
 __all__ = [
@@ -20,6 +23,7 @@ __all__ = [
     "BracketOrder",
     "Decision",
     "FIFOCore",
+    "HedgedMFHOCore",
     "HyperbandCore",
     "HyperbandPlan",
     "Job",
@@ -27,19 +31,29 @@ __all__ = [
     "MFHOCore",
     "Rung",
     "SchedulerCore",
+    "SchedulerOptions",
     "make_scheduler",
     "milestones",
     "plan_hyperband",
+    "study_scheduler_options",
 ]
 
 #: Scheduler names a study file (or the benchmark) may use -> (core class, fixed keyword arguments).
+#: ``asha-stopping`` is the benchmark's name for ``asha`` with ``mode: stopping``.
 SCHEDULERS: dict[str, tuple[type[SchedulerCore], dict[str, Any]]] = {
     "fifo": (FIFOCore, {}),
     "hyperband": (HyperbandCore, {}),
-    "asha": (ASHACore, {"asha_mode": "promotion"}),
+    "asha": (ASHACore, {}),
     "asha-stopping": (ASHACore, {"asha_mode": "stopping"}),
     "mfho": (MFHOCore, {}),
+    "mfho-hedge": (HedgedMFHOCore, {}),
 }
+
+
+def study_scheduler_options() -> dict[str, type[SchedulerOptions]]:
+    """Every ``scheduler.kind`` a study file may name -> its options, declared beside each scheduler."""
+    cores = {name: cls.Options for name, (cls, fixed) in SCHEDULERS.items() if not fixed}
+    return {**cores, **RAY_NATIVE_OPTIONS}
 
 
 def make_scheduler(name: str, searcher: Searcher, **options: Any) -> SchedulerCore:

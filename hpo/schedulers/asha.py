@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from hpo.results import TrialStatus
 from hpo.schedulers.base import Decision, Job, JobKind, Mode, SchedulerCore, _Proposal
+from hpo.schedulers.options import SchedulerOptions, needs_two_rungs
 from hpo.searchers.base import Searcher
 
 AshaMode = Literal["promotion", "stopping"]
@@ -46,10 +47,28 @@ def stops_at_rung(loss: float, sorted_losses: Sequence[float], reduction_factor:
     return loss > cutoff
 
 
+class ASHAOptions(SchedulerOptions):
+    """Asynchronous successive halving (Li et al., MLSys 2020).
+
+    ``mode``: ``promotion`` is the paper's rule (a free worker promotes a configuration in the top 1/eta
+    of a rung, else starts a new one; trials pause at milestones and resume from checkpoints); ``stopping``
+    lets trials run and stops one that falls below the rung's (1 - 1/eta) quantile (what Ray's ASHA does).
+    """
+
+    mode: AshaMode = "promotion"
+
+    def core_options(self) -> dict[str, Any]:
+        return {"asha_mode": self.mode}  # the core's own `mode` is the objective's max/min
+
+    def check_fidelity(self, fidelity: Any) -> None:
+        needs_two_rungs("asha", fidelity)
+
+
 class ASHACore(SchedulerCore):
     """ASHA; ``asha_mode`` is ``"promotion"`` (default, the paper) or ``"stopping"`` (Ray Tune's)."""
 
     name = "asha"
+    Options = ASHAOptions
 
     def __init__(
         self,

@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Literal
 
 from hpo.results import TrialStatus
 from hpo.schedulers.brackets import check_resources, max_bracket_index, milestones
+from hpo.schedulers.options import SchedulerOptions
 from hpo.searchers.base import Searcher, objective_loss
 
 Mode = Literal["max", "min"]
@@ -133,6 +134,8 @@ class SchedulerCore(ABC):
     """
 
     name: ClassVar[str]
+    #: What a study file's ``scheduler:`` section may set for this core (beside its ``kind``).
+    Options: ClassVar[type[SchedulerOptions]] = SchedulerOptions
 
     def __init__(
         self,

@@ -27,11 +27,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from hpo.results import TrialStatus
 from hpo.schedulers.base import Decision, Job, JobKind, Mode, SchedulerCore, _Proposal
 from hpo.schedulers.brackets import Bracket, make_bracket
+from hpo.schedulers.options import SchedulerOptions, needs_two_rungs
 from hpo.searchers.base import Searcher
 
 
@@ -91,11 +92,26 @@ def survivors_count(configs: int, planned_keep: int, reduction_factor: int, trun
     return min(configs, max(1, configs // reduction_factor))
 
 
+class HyperbandOptions(SchedulerOptions):
+    """Hyperband with promotions (paused trials resume from their checkpoint, never restart).
+
+    ``bracket_order``: ``largest-first`` runs brackets s = s_max .. 0 as in Algorithm 1 (most exploratory
+    first), ``smallest-first`` runs s = 0 .. s_max (Ray Tune's order), ``cyclic`` hands new configurations
+    to the brackets in turn so all of them progress at once (useful with many workers).
+    """
+
+    bracket_order: Literal["largest-first", "smallest-first", "cyclic"] = "largest-first"
+
+    def check_fidelity(self, fidelity: Any) -> None:
+        needs_two_rungs("hyperband", fidelity)
+
+
 class HyperbandCore(SchedulerCore):
     """Synchronous Hyperband; see the module docstring. ``bracket_order`` is a :class:`BracketOrder` or its
     value (``"largest-first"``, ``"smallest-first"``, ``"cyclic"``)."""
 
     name = "hyperband"
+    Options = HyperbandOptions
 
     def __init__(
         self,

@@ -1,114 +1,97 @@
-"""MFHO: multi-fidelity hyper-parameter optimisation as a simplified, self-hedging Hyperband.
+"""MFHO, the seed report's scheduler as it reads (AG-VPReID 2025 challenge report, Appendix A.4): "random
+configurations at a low fidelity, compared with the best so far; promising ones re-evaluated at a higher
+fidelity", in rounds. (:mod:`hpo.schedulers.mfho_hedge` is a self-hedging asynchronous variant.)
 
-The AG-VPReID challenge report describes MFHO as "random configurations at low fidelity, compared with the
-best so far; promising ones are re-evaluated at higher fidelity". Made precise:
+Made precise, with the study's rungs m_0 < ... < m_K = R (:func:`hpo.schedulers.brackets.milestones`):
 
-1. **Brackets, as in Hyperband** (Li et al., JMLR 2018). Milestones m_0 < ... < m_K = R are
-   floor(R eta^-k) (1, 3, 11, 33, 100 for R = 100, eta = 3; K = s_max). A configuration in bracket s starts
-   training towards R and is first judged at milestone k0 = s_max - s; bracket s = 0 is plain random search
-   at R (the *hedge* bracket), bracket s_max judges from the first milestone on.
-2. **Compare with the best so far, continue if promising** (asynchronous successive halving in its stopping
-   form, Li et al., MLSys 2020): when a configuration reports at milestone k >= k0 (k < K), it continues
-   iff its value ranks within the best max(1, floor(n_k / eta)) of the n_k values measured at m_k so far
-   (itself included; every trial that passed m_k counts). So the first configuration at a rung always
-   continues, the second only if it beats the first, and later on roughly the top 1/eta continue. Others
-   STOP; nothing is paused, so no checkpoint has to wait. A continuing trial simply trains on: promotions
-   never retrain.
-3. **Brackets earn budget by how well their first fidelity predicts the last** (the bracket selection of
-   Hyper-Tune, Li et al., VLDB 2022, as a deterministic budget split). Every trial that reaches R gives, for
-   each milestone it passed, a pair (value at m_k, value at R); rho_k is the Spearman rank correlation of
-   those pairs. Bracket s > 0 is *trusted* once it has ``min_pairs`` pairs and rho_{k0} >=
-   ``min_correlation``; its weight is then rho_{k0} eta^(``aggressiveness`` s), else 0. The hedge bracket
-   always has weight 1. Why eta^s: bracket s judges a configuration first at R eta^-s epochs, so per epoch
-   it screens about eta^s times as many configurations as the hedge bracket; when that screening is
-   reliable, the budget should follow the screening rate (``aggressiveness`` = 0 gives Hyperband's even
-   split over trusted brackets, 1 the screening rate). The next new configuration goes to the bracket with
-   positive weight whose committed epochs divided by its weight are smallest (ties to the more aggressive
-   bracket). Hedge-bracket runs pass through every milestone, so they measure rho without selection bias
-   at no extra cost.
+1. The fidelities of a round are the rungs from ``initial_fidelity`` (f_0, default ``fidelity.min``) up to R.
+2. A round starts n = ceil((1 / p)^(L - 1)) new configurations at f_0 (p = ``promote_fraction``, default
+   1/eta; L = the number of fidelities), so that about one of them reaches R if the round is as good as the
+   rounds before it.
+3. When every configuration of the round has reported at fidelity f_l (the round's barrier), each is
+   compared with the best so far: it is promoted - resumed from its checkpoint to f_{l+1}, best first - iff
+   its value ranks within the best max(1, floor(p N_l)) of the N_l values measured at f_l in *all* rounds so
+   far. The others stop. A round whose configurations are all worse than the best so far ends early, which
+   is where MFHO saves budget over repeating successive halving.
+4. A round ends when no configuration is promoted, or at R; the next round starts, until ``max_rounds``
+   rounds or the study's budget.
 
-Relation to Hyperband and successive halving: with every rho = 1 and ``aggressiveness`` = 0 the budget
-splits evenly over the s_max + 1 brackets, as in Hyperband, and each bracket is successive halving with
-eta; with the default ``aggressiveness`` = 1 and rho = 1 bracket s gets a share proportional to eta^s
-(the hedge 1 / 121 for eta = 3, s_max = 4), so MFHO behaves mostly like ASHA; with misleading low
-fidelities (mf-prior-bench's ``_terrible`` variants, where the low-fidelity landscape is inverted and
-noisy) the aggressive brackets get no budget and MFHO becomes random search, instead of Hyperband's
-(s_max + 1)-fold worst case. The price: the first ``min_pairs`` configurations run at full fidelity
-before any low-fidelity bracket is trusted.
-
-Parameters:
-
-* ``reduction_factor`` (eta): rungs keep the best 1/eta; also the base of the screening-rate weight;
-* ``min_pairs`` (default 3): (value at m_k, value at R) pairs needed before bracket s_max - k may be
-  trusted, i.e. how many full-fidelity runs MFHO pays before it uses low fidelities (it was 5; 3 is the
-  fewest for which a rank correlation says anything, and a chance rho >= ``min_correlation`` from 3 pairs
-  is corrected as more pairs arrive, since every trial that reaches R adds one);
-* ``min_correlation`` (default 0.3): rho_k below this gives bracket s_max - k no budget (a hard gate: a
-  misleading fidelity must not get a small share that its eta^s factor would multiply);
-* ``aggressiveness`` (default 1.0, >= 0): the exponent a in the weight rho eta^(a s), see rule 3.
-
-Measured (benchmarks/search_quality.py, 25 seeds, median FBE; random search needs 39.0 / 82.0 FBE for
-regret <= 0.5 / 0.2 on mfh3 and mfh3_terrible alike, 85.0 for <= 1.5 on mfh6_terrible). Regret <= 0.1 on
-mfh3: mfho+random 92.0 with min_pairs 5 and the even split, 42.7 with the defaults; mfho+mf-tpe 39.5 ->
-20.3. On mfh3_terrible mfho+random went from 25.7 / 69.1 to 31.0 / 60.9, but mfho+mf-tpe from 19.4 / 37.3
-to 40.4 / 79.2 (1.04x / 0.97x random search, inside the 1.2x bound with little margin): a trusted
-mid-fidelity bracket (rho at 33 epochs is ~0.73 there) gets eta^s more budget and feeds the model
-misleading results. mfh6_terrible, <= 1.5: 39.3 (was 21.2). ``aggressiveness=0, min_pairs=5`` restores the
-old split.
+With one round this is successive halving (SH with eta = 1/p); over rounds it is successive halving whose
+rungs remember earlier rounds, so later rounds only spend high fidelities on configurations that beat what
+was seen. Its bracket number (Hyperband's s, for the result rows) is L - 1.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
+from pydantic import Field
 
-from hpo.schedulers.base import Decision, Job, Mode, SchedulerCore, _Proposal
+from hpo.fields import Count, Real
+from hpo.results import TrialStatus
+from hpo.schedulers.base import Decision, Job, JobKind, Mode, SchedulerCore, _Proposal
+from hpo.schedulers.options import SchedulerOptions
 from hpo.searchers.base import Searcher
+from hpo.space import FieldError
 
 
-def is_promising(loss: float, sorted_losses: Sequence[float], reduction_factor: int) -> bool:
-    """Whether ``loss`` ranks within the best max(1, floor(n / eta)) of ``sorted_losses`` (ascending, ``loss``
-    itself included): the MFHO comparison with the best so far."""
-    allowed = max(1, len(sorted_losses) // reduction_factor)
-    return bisect.bisect_left(sorted_losses, loss) < allowed
-
-
-def spearman(pairs: Sequence[tuple[float, float]]) -> float:
-    """Spearman rank correlation of (x, y) pairs (ties broken by order); 0 when a side is constant."""
-    data = np.asarray(pairs, dtype=np.float64)
-    if len(data) < 2:
-        return 0.0
-    ranks = np.argsort(np.argsort(data, axis=0, kind="stable"), axis=0, kind="stable").astype(np.float64)
-    ranks -= ranks.mean(axis=0)
-    denominator = float(np.sqrt((ranks[:, 0] ** 2).sum() * (ranks[:, 1] ** 2).sum()))
-    return float((ranks[:, 0] * ranks[:, 1]).sum() / denominator) if denominator > 0 else 0.0
-
-
-def bracket_weight(
-    s: int,
-    rho: float | None,
-    n_pairs: int,
-    min_pairs: int,
-    min_correlation: float,
+def round_plan(
+    max_resource: int,
     reduction_factor: int = 3,
-    aggressiveness: float = 0.0,
-) -> float:
-    """Budget weight of bracket ``s``: 1 for the hedge bracket (s = 0), else rho eta^(aggressiveness s)
-    once it is trusted (``n_pairs`` >= ``min_pairs`` and rho >= ``min_correlation``), else 0."""
-    if s == 0:
-        return 1.0
-    if rho is None or n_pairs < min_pairs or rho < min_correlation:
-        return 0.0
-    return rho * float(reduction_factor) ** (aggressiveness * s)
+    min_resource: int = 1,
+    initial_fidelity: int | None = None,
+    promote_fraction: float | None = None,
+) -> list[tuple[int, int]]:
+    """One round as successive halving would run it alone: ``(epochs, configurations)`` per fidelity,
+    ``ceil((1/p)^(L-1))`` at the first and ``max(1, floor(p n))`` of the ``n`` at each next one. Later rounds
+    promote fewer when earlier rounds were better (the comparison is with every round so far)."""
+    from hpo.schedulers.brackets import milestones
+
+    rungs = milestones(max_resource, reduction_factor, min_resource)
+    start = rungs[0] if initial_fidelity is None else initial_fidelity
+    fraction = 1.0 / reduction_factor if promote_fraction is None else promote_fraction
+    levels = [m for m in rungs if m >= start]
+    n = math.ceil((1.0 / fraction) ** (len(levels) - 1) - 1e-9)
+    plan = []
+    for level in levels:
+        plan.append((level, n))
+        n = max(1, math.floor(fraction * n + 1e-9))
+    return plan
+
+
+class MFHOOptions(SchedulerOptions):
+    """MFHO's rounds (see :mod:`hpo.schedulers.mfho`).
+
+    - ``initial_fidelity``: the rung at which new configurations are first evaluated (``None`` =
+      ``fidelity.min``); one of the study's rungs below ``fidelity.max``.
+    - ``promote_fraction``: the share of a fidelity's results (over all rounds) a configuration must rank
+      within to be promoted, in (0, 1) (``None`` = 1 / ``fidelity.eta``, successive halving's rate).
+    - ``max_rounds``: stop after this many rounds (``None`` = until the budget runs out).
+    """
+
+    initial_fidelity: Count | None = Field(None, ge=1)
+    promote_fraction: Real | None = Field(None, gt=0.0, lt=1.0)
+    max_rounds: Count | None = Field(None, ge=1, le=1_000_000)
+
+    def check_fidelity(self, fidelity: Any) -> None:
+        from hpo.schedulers.brackets import milestones
+
+        rungs = milestones(fidelity.max, fidelity.eta, fidelity.min)
+        if self.initial_fidelity is not None and self.initial_fidelity not in rungs[:-1]:
+            raise FieldError(
+                ("scheduler", "initial_fidelity"),
+                f"must be one of the rungs below fidelity.max ({', '.join(map(str, rungs[:-1]))}), "
+                f"got {self.initial_fidelity}",
+            )
 
 
 class MFHOCore(SchedulerCore):
-    """MFHO; see the module docstring for the rule and its parameters."""
+    """MFHO in rounds; see the module docstring."""
 
     name = "mfho"
+    Options = MFHOOptions
 
     def __init__(
         self,
@@ -120,9 +103,9 @@ class MFHOCore(SchedulerCore):
         mode: Mode = "max",
         max_trials: int | None = None,
         max_total_resource: int | None = None,
-        min_pairs: int = 3,
-        min_correlation: float = 0.3,
-        aggressiveness: float = 1.0,
+        initial_fidelity: int | None = None,
+        promote_fraction: float | None = None,
+        max_rounds: int | None = None,
     ) -> None:
         super().__init__(
             searcher,
@@ -133,100 +116,131 @@ class MFHOCore(SchedulerCore):
             max_trials=max_trials,
             max_total_resource=max_total_resource,
         )
-        if min_pairs < 2:
-            raise ValueError(f"min_pairs is {min_pairs}, but must be >= 2")
-        if not -1.0 <= min_correlation <= 1.0:
-            raise ValueError(f"min_correlation is {min_correlation}, but must be in [-1, 1]")
-        if not (aggressiveness >= 0 and np.isfinite(aggressiveness)):
-            raise ValueError(f"aggressiveness is {aggressiveness}, but must be a finite number >= 0")
-        self.min_pairs = min_pairs
-        self.min_correlation = min_correlation
-        self.aggressiveness = float(aggressiveness)
-        levels = len(self.milestones) - 1
-        self._rung_losses: list[list[float]] = [[] for _ in range(levels)]  # arrival order
-        self._pairs: list[list[tuple[float, float]]] = [[] for _ in range(levels)]
-        self._committed = [0] * (self.s_max + 1)  # epochs promised to each bracket
-        self._rebuild_views()
+        start = self.milestones[0] if initial_fidelity is None else initial_fidelity
+        if start not in self.milestones[:-1]:
+            raise ValueError(f"initial_fidelity is {start}, but must be one of {list(self.milestones[:-1])}")
+        fraction = 1.0 / reduction_factor if promote_fraction is None else promote_fraction
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"promote_fraction is {fraction}, but must be in (0, 1)")
+        if max_rounds is not None and max_rounds < 1:
+            raise ValueError(f"max_rounds is {max_rounds}, but must be >= 1 (or None)")
+        self.initial_fidelity = start
+        self.promote_fraction = fraction
+        self.max_rounds = max_rounds
+        plan = round_plan(max_resource, reduction_factor, min_resource, start, fraction)
+        self.levels = [level for level, _ in plan]
+        self.round_size = plan[0][1]
+        self.bracket = len(self.levels) - 1
+        # the current round: its number (0 = none yet), level, members at that level, and who awaits a resume
+        self._round = 0
+        self._level = 0
+        self._members: list[int] = []
+        self._queue: list[int] = []
+        self._size = self.round_size
 
-    def _rebuild_views(self) -> None:
-        self._sorted = [sorted(losses) for losses in self._rung_losses]
-        self._rho: list[float | None] = [spearman(p) if len(p) >= 2 else None for p in self._pairs]
-
-    def reliability(self, k: int) -> float | None:
-        """rho_k: rank correlation of values at milestone k with values at R (None before 2 pairs)."""
-        return self._rho[k]
-
-    def weights(self) -> list[float]:
-        """Budget weight of each bracket s = 0 .. s_max."""
-        return [
-            bracket_weight(
-                s,
-                self._rho[self.s_max - s] if s > 0 else None,
-                len(self._pairs[self.s_max - s]) if s > 0 else 0,
-                self.min_pairs,
-                self.min_correlation,
-                self.reduction_factor,
-                self.aggressiveness,
-            )
-            for s in range(self.s_max + 1)
-        ]
+    # -- proposals -------------------------------------------------------------------------------------
 
     def _propose(self, can_start: bool) -> _Proposal | None:
-        if not can_start:
-            return None
-        weights = self.weights()
-        # Smallest committed/weight first; ties to the larger (more aggressive) s.
-        s = min(
-            (s for s in range(self.s_max + 1) if weights[s] > 0),
-            key=lambda s: (self._committed[s] / weights[s], -s),
-        )
-        return _Proposal(None, self.max_resource, s)
+        while True:
+            if self._round == 0 or self._round_over():
+                if self.max_rounds is not None and self._round >= self.max_rounds:
+                    return None
+                if not can_start:
+                    return None
+                self._open_round()
+            if self._level == 0 and len(self._members) < self._size:
+                if can_start:
+                    return _Proposal(None, self.levels[0], self.bracket)
+                self._size = len(self._members)  # max_trials: the round goes on with what it has
+                if not self._members:
+                    return None
+            if self._queue:
+                return _Proposal(self._queue[0], self.levels[self._level], self.bracket)
+            if not self._barrier_reached():
+                return None  # members still train towards this level
+            self._promote()  # then: resume the promoted, or (round over) open the next round
+
+    def _open_round(self) -> None:
+        self._round += 1
+        self._level = 0
+        self._members = []
+        self._queue = []
+        self._size = self.round_size
+
+    def _round_over(self) -> bool:
+        return self._level >= len(self.levels) or (self._level > 0 and not self._members and not self._queue)
+
+    def _barrier_reached(self) -> bool:
+        """Every member of the round at the current level has reported there (or failed)."""
+        if self._level == 0 and len(self._members) < self._size:
+            return False
+        level = self.levels[self._level]
+        for trial_id in self._members:
+            trial = self._trials[trial_id]
+            if trial.status is TrialStatus.RUNNING or (
+                trial.status is not TrialStatus.FAILED and level not in trial.values
+            ):
+                return False
+        return True
+
+    def _promote(self) -> None:
+        """The round's barrier at level l: promote those among the best of all rounds, stop the rest."""
+        level = self.levels[self._level]
+        if self._level == len(self.levels) - 1:
+            self._level += 1  # the round reached R: it is over
+            return
+        alive = [t for t in self._members if self._trials[t].status is not TrialStatus.FAILED]
+        measured = [t for t, trial in self._trials.items() if level in trial.values]
+        allowed = max(1, math.floor(self.promote_fraction * len(measured)))
+        best = set(self._ranked(measured, level)[:allowed])
+        promoted = [t for t in self._ranked(alive, level) if t in best]
+        for trial_id in alive:
+            if trial_id not in best:
+                self._retire(trial_id)
+        self._level += 1
+        self._members = promoted
+        self._queue = list(promoted)
 
     def _accept(self, job: Job) -> None:
-        self._committed[job.bracket] += job.cost
+        if job.kind is JobKind.RESUME:
+            self._queue.remove(job.trial_id)
+        else:
+            self._members.append(job.trial_id)
+
+    # -- decisions -------------------------------------------------------------------------------------
 
     def _decide(self, trial_id: int, resource: int, value: float) -> Decision:
-        trial = self._trials[trial_id]
-        k = self.milestones.index(resource)
-        if k == len(self.milestones) - 1:
-            loss_top = self.loss(value)
-            for j, epochs in enumerate(self.milestones[:-1]):
-                if epochs in trial.values:
-                    self._pairs[j].append((self.loss(trial.values[epochs]), loss_top))
-                    if len(self._pairs[j]) >= 2:
-                        self._rho[j] = spearman(self._pairs[j])
+        if resource == self.max_resource:
             return Decision.STOP
-        loss = self.loss(value)
-        self._rung_losses[k].append(loss)
-        bisect.insort(self._sorted[k], loss)
-        if k < self.s_max - trial.bracket or is_promising(loss, self._sorted[k], self.reduction_factor):
-            return Decision.CONTINUE
-        assert trial.target is not None  # a reporting trial is running; not an input check
-        self._committed[trial.bracket] -= trial.target - resource
-        return Decision.STOP
+        return Decision.PAUSE if resource in self.levels else Decision.CONTINUE
 
     def _on_failed(self, trial_id: int, target: int | None) -> None:
-        trial = self._trials[trial_id]
-        if target is not None:
-            self._committed[trial.bracket] -= target - trial.resource
+        if self._level == 0 and trial_id in self._members:
+            self._members.remove(trial_id)  # a new configuration takes its place in the round
+        # at a later level it stays a member: the barrier counts it as reported (failed), never promoted
+
+    # -- state -----------------------------------------------------------------------------------------
 
     def _settings(self) -> dict[str, Any]:
         return {
             **super()._settings(),
-            "min_pairs": self.min_pairs,
-            "min_correlation": self.min_correlation,
-            "aggressiveness": self.aggressiveness,
+            "initial_fidelity": self.initial_fidelity,
+            "promote_fraction": self.promote_fraction,
+            "max_rounds": self.max_rounds,
         }
 
     def _extra_state(self) -> dict[str, Any]:
         return {
-            "rung_losses": self._rung_losses,
-            "pairs": [[list(p) for p in pairs] for pairs in self._pairs],
-            "committed": self._committed,
+            "round": self._round,
+            "level": self._level,
+            "members": list(self._members),
+            "queue": list(self._queue),
+            "size": self._size,
         }
 
     def _load_extra_state(self, state: Mapping[str, Any]) -> None:
-        self._rung_losses = [[float(x) for x in losses] for losses in state["rung_losses"]]
-        self._pairs = [[(float(a), float(b)) for a, b in pairs] for pairs in state["pairs"]]
-        self._committed = [int(c) for c in state["committed"]]
-        self._rebuild_views()
+        self._round = int(state["round"])
+        self._level = int(state["level"])
+        self._members = [int(t) for t in state["members"]]
+        self._queue = [int(t) for t in state["queue"]]
+        self._size = int(state["size"])

@@ -11,7 +11,7 @@ import numpy as np
 
 from hpo.schedulers import SchedulerCore, make_scheduler
 from hpo.searchers import Searcher, make_searcher
-from hpo.study.spec import AshaSpec, HyperbandSpec, MfhoSpec, StudySpec
+from hpo.study.spec import StudySpec
 
 RAY_NATIVE = ("ray-asha", "ray-hyperband")
 
@@ -38,30 +38,22 @@ def max_total_epochs(spec: StudySpec) -> int | None:
 
 
 def core_from_spec(spec: StudySpec) -> SchedulerCore:
-    """The scheduler core of a study (not for ``ray-asha`` / ``ray-hyperband``)."""
+    """The scheduler core of a study (not for ``ray-asha`` / ``ray-hyperband``), with the options its study
+    file set (each scheduler declares them beside its core: ``Core.Options``)."""
     scheduler = spec.scheduler
     if scheduler.kind in RAY_NATIVE:
         raise ValueError(f"scheduler {scheduler.kind!r} is Ray's own and has no core")
-    options: dict[str, Any] = {
-        "max_resource": spec.fidelity.max,
-        "reduction_factor": spec.fidelity.eta,
-        "min_resource": spec.fidelity.min,
-        "mode": spec.objective.mode,
-        "max_trials": spec.budget.max_trials,
-        "max_total_resource": max_total_epochs(spec),
-    }
-    name = scheduler.kind
-    if isinstance(scheduler, HyperbandSpec):
-        options["bracket_order"] = scheduler.bracket_order
-    if isinstance(scheduler, AshaSpec) and scheduler.mode == "stopping":
-        name = "asha-stopping"
-    unsupported = _unsupported_options(scheduler, spec)
-    if unsupported:
-        raise ValueError(
-            f"scheduler.{unsupported} is accepted in study files but not implemented by the "
-            f"'{scheduler.kind}' core yet; remove it"
-        )
-    return make_scheduler(name, searcher_from_spec(spec), **options)
+    return make_scheduler(
+        scheduler.kind,
+        searcher_from_spec(spec),
+        max_resource=spec.fidelity.max,
+        reduction_factor=spec.fidelity.eta,
+        min_resource=spec.fidelity.min,
+        mode=spec.objective.mode,
+        max_trials=spec.budget.max_trials,
+        max_total_resource=max_total_epochs(spec),
+        **scheduler.core_options(),
+    )
 
 
 def trainer_settings(spec: StudySpec) -> dict[str, Any]:
@@ -82,23 +74,3 @@ def trainer_settings(spec: StudySpec) -> dict[str, Any]:
             overrides["runtime.threads"] = max(1, math.floor(spec.resources.cpu))
         settings["overrides"] = overrides
     return settings
-
-
-def _unsupported_options(scheduler: Any, spec: StudySpec) -> str | None:
-    """The first option whose value the core does not implement (None: all fine). Values equal to what the
-    core does anyway (MFHO starting at ``fidelity.min`` and promoting 1/eta) are accepted."""
-    implemented: dict[str, tuple[Any, ...]] = {}
-    if isinstance(scheduler, MfhoSpec):
-        implemented = {
-            "initial_fidelity": (None, spec.fidelity.min),
-            "promote_fraction": (None, 1.0 / spec.fidelity.eta),
-            "max_rounds": (None,),
-        }
-    elif isinstance(scheduler, HyperbandSpec):
-        implemented = {"brackets": (None, spec.fidelity.rung_count())}
-    elif isinstance(scheduler, AshaSpec):
-        implemented = {"brackets": (1,)}
-    for name, values in implemented.items():
-        if getattr(scheduler, name) not in values:
-            return name
-    return None

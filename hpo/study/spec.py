@@ -19,16 +19,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
-    AllowInfNan,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    create_model,
     field_serializer,
     field_validator,
     model_validator,
 )
 
+from hpo.fields import Count, Real
+from hpo.schedulers import SchedulerOptions, study_scheduler_options
 from hpo.space import FieldError, SearchSpace, parse_space
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "FidelitySpec",
     "FifoSpec",
     "HyperbandSpec",
+    "MfhoHedgeSpec",
     "MfhoSpec",
     "ObjectiveSpec",
     "RayAshaSpec",
@@ -54,34 +57,10 @@ __all__ = [
 #: Sanity bounds: a value beyond these is a typo (an exponent too many), not a plan.
 MAX_EPOCHS = 100_000
 MAX_WALL_CLOCK_S = 366 * 86400.0
-SCHEDULER_KINDS = ("hyperband", "asha", "mfho", "ray-asha", "ray-hyperband", "fifo")
 SEARCHER_KINDS = ("random", "tpe", "mf-tpe")
 _SLUG_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _DURATION_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd])\s*")
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def _no_bool(value: Any) -> Any:
-    # pydantic's lax mode reads `true` as 1; a boolean where a number belongs is always a slip.
-    if isinstance(value, bool):
-        raise ValueError(f"must be a number, got {value}")
-    return value
-
-
-def _whole(value: Any) -> Any:
-    """A count: ``3`` or ``3.0``; never a boolean, a fraction or a float too large to be exact."""
-    value = _no_bool(value)
-    if isinstance(value, float):
-        if not math.isfinite(value) or abs(value) > 2**53:
-            raise ValueError(f"is too large to be a count, got {value:g}")
-        if not value.is_integer():
-            raise ValueError(f"must be a whole number (an integer), got {value:g}")
-        return int(value)
-    return value
-
-
-_Int = Annotated[int, BeforeValidator(_whole)]
-_Float = Annotated[float, AllowInfNan(False), BeforeValidator(_no_bool)]
 
 
 def parse_duration(value: Any) -> float:
@@ -128,9 +107,9 @@ class FidelitySpec(StrictSpec):
     """
 
     resource: Literal["epochs"] = "epochs"
-    min: _Int = Field(1, ge=1, le=MAX_EPOCHS)
-    max: _Int = Field(ge=1, le=MAX_EPOCHS)
-    eta: _Int = Field(3, ge=2, le=100)
+    min: Count = Field(1, ge=1, le=MAX_EPOCHS)
+    max: Count = Field(ge=1, le=MAX_EPOCHS)
+    eta: Count = Field(3, ge=2, le=100)
 
     @model_validator(mode="after")
     def _order(self) -> FidelitySpec:
@@ -150,95 +129,33 @@ class FidelitySpec(StrictSpec):
     def reduction_factor(self) -> int:
         return self.eta
 
-    def rung_count(self) -> int:
-        """How many budgets ``min * eta**k <= max`` exist (s_max + 1); used only to validate options here."""
-        count, budget = 1, self.min
-        while budget * self.eta <= self.max:
-            budget *= self.eta
-            count += 1
-        return count
-
 
 # --- schedulers ---------------------------------------------------------------------------------------------
 
 
-class HyperbandSpec(StrictSpec):
-    """Hyperband with promotions (paused trials resume from their checkpoint, never restart).
-
-    ``bracket_order``: ``largest-first`` runs brackets s = s_max .. 0 as in Algorithm 1 (most exploratory
-    first), ``smallest-first`` runs s = 0 .. s_max (Ray Tune's order), ``cyclic`` hands new configurations to
-    the brackets in turn so all of them progress at once (useful with many workers). ``brackets`` keeps only
-    that many brackets, starting from the most exploratory; ``None`` runs all s_max + 1.
-    """
-
-    kind: Literal["hyperband"] = "hyperband"
-    bracket_order: Literal["largest-first", "smallest-first", "cyclic"] = "largest-first"
-    brackets: _Int | None = Field(None, ge=1)
+def _scheduler_spec(kind: str, options: type[SchedulerOptions]) -> type[SchedulerOptions]:
+    """The study-file section of one scheduler: its declared options plus ``kind`` (nothing else)."""
+    name = "".join(part.capitalize() for part in kind.split("-")) + "Spec"
+    model = create_model(name, __base__=options, kind=(Literal[kind], kind))  # type: ignore[call-overload]
+    model.__doc__ = options.__doc__
+    return model
 
 
-class AshaSpec(StrictSpec):
-    """Asynchronous successive halving (Li et al., MLSys 2020).
-
-    ``mode``: ``promotion`` is the paper's rule (a free worker promotes a configuration in the top 1/eta of
-    a rung, else starts a new one; trials pause at milestones and resume from checkpoints); ``stopping``
-    lets trials run and stops one that falls below the rung's (1 - 1/eta) quantile (what Ray's ASHA does).
-    ``brackets``: number of ASHA brackets with increasing minimum budget (1 = plain ASHA).
-    """
-
-    kind: Literal["asha"] = "asha"
-    mode: Literal["promotion", "stopping"] = "promotion"
-    brackets: _Int = Field(1, ge=1)
-
-
-class MfhoSpec(StrictSpec):
-    """Multi-fidelity hyper-parameter optimisation (MFHO), the seed report's scheduler.
-
-    Each round draws new configurations and evaluates them at a low fidelity, compares each with the best
-    result seen so far at that fidelity, and re-evaluates the promising ones at the next higher fidelity
-    (``fidelity.eta`` times more epochs), resuming from their checkpoints, until ``fidelity.max``.
-
-    - ``initial_fidelity``: epochs at which new configurations are first evaluated (``None`` =
-      ``fidelity.min``); must be below ``fidelity.max``.
-    - ``promote_fraction``: the fraction of a fidelity's results that move up, in (0, 1] (``None`` =
-      ``1 / fidelity.eta``, the successive-halving rate).
-    - ``max_rounds``: stop after this many rounds (``None`` = until the budget runs out).
-    """
-
-    kind: Literal["mfho"] = "mfho"
-    initial_fidelity: _Int | None = Field(None, ge=1)
-    promote_fraction: _Float | None = Field(None, gt=0.0, le=1.0)
-    max_rounds: _Int | None = Field(None, ge=1)
-
-    def resolved_promote_fraction(self, eta: int) -> float:
-        return self.promote_fraction if self.promote_fraction is not None else 1.0 / eta
-
-
-class RayAshaSpec(StrictSpec):
-    """Ray Tune's own ``ASHAScheduler`` (stopping only, no promotion, no persisted state): a baseline.
-
-    ``grace_period`` and ``reduction_factor`` are Ray's names for r_min and eta; ``None`` takes them from
-    ``fidelity`` (Ray's own defaults, 1 and 4 with ``max_t=100``, would silently differ from the study).
-    """
-
-    kind: Literal["ray-asha"] = "ray-asha"
-    grace_period: _Int | None = Field(None, ge=1)
-    reduction_factor: _Int | None = Field(None, ge=2)
-
-
-class RayHyperbandSpec(StrictSpec):
-    """Ray Tune's own ``HyperBandScheduler`` (synchronous, state lost on resume): a baseline."""
-
-    kind: Literal["ray-hyperband"] = "ray-hyperband"
-
-
-class FifoSpec(StrictSpec):
-    """Every configuration trains to ``fidelity.max``: plain random or model-based search, no stopping."""
-
-    kind: Literal["fifo"] = "fifo"
-
+#: One section model per scheduler kind, built from the options each scheduler declares.
+SCHEDULER_SPECS: dict[str, type[SchedulerOptions]] = {
+    kind: _scheduler_spec(kind, options) for kind, options in study_scheduler_options().items()
+}
+SCHEDULER_KINDS = tuple(SCHEDULER_SPECS)
+HyperbandSpec = SCHEDULER_SPECS["hyperband"]
+AshaSpec = SCHEDULER_SPECS["asha"]
+MfhoSpec = SCHEDULER_SPECS["mfho"]
+MfhoHedgeSpec = SCHEDULER_SPECS["mfho-hedge"]
+RayAshaSpec = SCHEDULER_SPECS["ray-asha"]
+RayHyperbandSpec = SCHEDULER_SPECS["ray-hyperband"]
+FifoSpec = SCHEDULER_SPECS["fifo"]
 
 SchedulerSpec = Annotated[
-    Union[HyperbandSpec, AshaSpec, MfhoSpec, RayAshaSpec, RayHyperbandSpec, FifoSpec],  # noqa: UP007
+    Union[tuple(SCHEDULER_SPECS.values())],  # type: ignore[valid-type]  # noqa: UP007
     Field(discriminator="kind"),
 ]
 
@@ -256,9 +173,9 @@ class SearcherSpec(StrictSpec):
     """
 
     kind: Literal["random", "tpe", "mf-tpe"] = "random"
-    seed: _Int = Field(0, ge=0, le=2**63 - 1)
-    random_fraction: _Float = Field(1.0 / 3.0, ge=0.0, le=1.0)
-    n_startup: _Int | None = Field(None, ge=1)
+    seed: Count = Field(0, ge=0, le=2**63 - 1)
+    random_fraction: Real = Field(1.0 / 3.0, ge=0.0, le=1.0)
+    n_startup: Count | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _applies(self) -> SearcherSpec:
@@ -285,8 +202,8 @@ class BudgetSpec(StrictSpec):
     ``"1h30m"`` or seconds, and holds seconds once parsed.
     """
 
-    max_trials: _Int | None = Field(None, ge=1, le=10_000_000)
-    max_resource: _Float | None = Field(None, gt=0.0, le=1e9)
+    max_trials: Count | None = Field(None, ge=1, le=10_000_000)
+    max_resource: Real | None = Field(None, gt=0.0, le=1e9)
     unit: Literal["epochs", "fbe"] = "epochs"
     wall_clock: Annotated[float | None, BeforeValidator(lambda v: v if v is None else parse_duration(v))] = (
         None
@@ -305,8 +222,8 @@ class ResourcesSpec(StrictSpec):
     """What one trial reserves on a Ray node. A GPU request on a CPU-only node leaves trials pending forever,
     so CPU-only studies must say ``gpu: 0`` (the default)."""
 
-    cpu: _Float = Field(1.0, gt=0.0, le=1024)
-    gpu: _Float = Field(0.0, ge=0.0, le=64)
+    cpu: Real = Field(1.0, gt=0.0, le=1024)
+    gpu: Real = Field(0.0, ge=0.0, le=64)
 
     @field_validator("gpu")
     @classmethod
@@ -328,9 +245,9 @@ class ExecutionSpec(StrictSpec):
       ``--address``, where the cluster's own resources count.
     """
 
-    max_concurrent: _Int | None = Field(None, ge=1, le=100_000)
-    max_failures: _Int = Field(1, ge=0, le=100)
-    cpus: _Int | None = Field(None, ge=1, le=4096)
+    max_concurrent: Count | None = Field(None, ge=1, le=100_000)
+    max_failures: Count = Field(1, ge=0, le=100)
+    cpus: Count | None = Field(None, ge=1, le=4096)
 
 
 class TrainerSpec(StrictSpec):
@@ -425,41 +342,12 @@ class StudySpec(StrictSpec):
                     ("trainer", "overrides", key),
                     "is also in space: a key is either searched (space) or fixed (overrides), not both",
                 )
-        _check_scheduler(self.scheduler, self.fidelity)
+        self.scheduler.check_fidelity(self.fidelity)
         return self
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready and loadable again (the space in long form, durations in seconds, paths as strings)."""
         return self.model_dump(mode="json")
-
-
-def _check_scheduler(scheduler: Any, fidelity: FidelitySpec) -> None:
-    low, high, eta = fidelity.min, fidelity.max, fidelity.eta
-    if isinstance(scheduler, (HyperbandSpec, AshaSpec)) and high < eta * low:
-        raise FieldError(
-            ("fidelity", "max"),
-            f"must be >= eta * min ({eta} * {low} = {eta * low}) for scheduler '{scheduler.kind}' "
-            f"(at least two rungs), got {high}",
-        )
-    brackets = getattr(scheduler, "brackets", None)
-    if brackets is not None and brackets > fidelity.rung_count():
-        raise FieldError(
-            ("scheduler", "brackets"),
-            f"must be <= {fidelity.rung_count()}, the number of rungs for min {low}, max {high}, eta {eta}; "
-            f"got {brackets}",
-        )
-    initial = getattr(scheduler, "initial_fidelity", None)
-    if initial is not None and not low <= initial < high:
-        raise FieldError(
-            ("scheduler", "initial_fidelity"),
-            f"must be in [fidelity.min, fidelity.max) = [{low}, {high}), got {initial}",
-        )
-    grace = getattr(scheduler, "grace_period", None)
-    if grace is not None and grace >= high:
-        raise FieldError(
-            ("scheduler", "grace_period"),
-            f"must be < fidelity.max ({high}) or nothing is ever stopped, got {grace}",
-        )
 
 
 def _flat_keys(mapping: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
