@@ -5,7 +5,7 @@ Every fault lands at a named point of the driver's write paths (:mod:`hpo.faults
 itself the n-th time it gets there), not after a sleep, so narrow windows are hit on purpose:
 
 * ``kill``: SIGKILL / SIGTERM / SIGINT at a random visit of ``ray-started``, ``state-written`` or
-  ``part-written``, for asha, hyperband and mfho;
+  ``part-written``, for asha, hyperband, mfho and mfho-hedge;
 * ``released``, ``compaction``, ``folder-created``, ``finishing``: SIGKILL inside those windows;
 * ``concurrent-resume``: after a kill, two ``resume`` of the study at once;
 * ``truncated-state``: after a kill, ``state.json`` cut to half its length;
@@ -45,7 +45,7 @@ from hpo.faults import FAULT_ENV
 from hpo.study.check import check_study
 from hpo.study.folder import StudyFolder
 
-SCHEDULERS = ("asha", "hyperband", "mfho")
+SCHEDULERS = ("asha", "hyperband", "mfho", "mfho-hedge")
 SCENARIOS = (
     "kill",
     "released",

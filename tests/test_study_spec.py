@@ -11,6 +11,7 @@ import pytest
 from hpo.space import SearchSpace
 from hpo.study import (
     HyperbandSpec,
+    MfhoHedgeSpec,
     MfhoSpec,
     StudyError,
     StudySpec,
@@ -76,7 +77,7 @@ def test_bundled_gpu_studies_share_the_seed_report_space() -> None:
     spaces = {spec.space.to_dict().__repr__() for spec in specs.values()}
     assert len(spaces) == 1
     mfho = specs["mfho.yaml"]
-    assert isinstance(mfho.scheduler, MfhoSpec) and mfho.resources.gpu == 1
+    assert isinstance(mfho.scheduler, MfhoHedgeSpec) and mfho.resources.gpu == 1  # why: its comment
     assert (mfho.fidelity.min, mfho.fidelity.max, mfho.fidelity.eta) == (1, 81, 3)
     assert mfho.space["data.transform.size"].choices == ["256x128", "288x144"]  # type: ignore[union-attr]
     assert mfho.space["data.batch.p"].choices == [3, 4, 6]  # type: ignore[union-attr]
@@ -91,7 +92,7 @@ def test_demo_is_cpu_only_and_small() -> None:
     assert demo.resources.gpu == 0 and demo.trainer.preset == "tiny-cpu"
     assert str(demo.trainer.data) == ".demo/data" and demo.trainer.weights is None
     assert (demo.fidelity.min, demo.fidelity.max, demo.fidelity.eta) == (1, 9, 3)
-    assert demo.scheduler.kind == "mfho" and demo.budget.max_trials is not None
+    assert demo.scheduler.kind == "mfho" and demo.budget.max_trials is not None  # 2 rounds of 9
     assert demo.budget.max_trials <= 20
     assert set(demo.space.names) == {
         "optim.lr",

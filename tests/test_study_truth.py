@@ -177,3 +177,18 @@ def test_every_searched_key_of_a_bundled_study_is_the_value_its_trial_trains_wit
             else:
                 got = resolved[key]
             assert got == value or (isinstance(got, list) and list(value) == got), (key, value, got)
+
+
+def test_resume_with_unreadable_state_names_the_files(tmp_path: Path) -> None:
+    from service_store import write_study
+
+    from hpo.session.driver import backup_file
+
+    folder = write_study(tmp_path, "broken", status="stopped")
+    folder.state_file.write_text("{not json")
+    backup_file(folder).write_text("")
+    result = runner.invoke(app, ["resume", str(folder.path)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert str(folder.path) in lines[0] and "state.json is unreadable" in lines[0], lines[0]

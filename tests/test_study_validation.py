@@ -241,3 +241,18 @@ def test_a_malformed_study_is_one_line_and_writes_nothing(tmp_path: Path, case: 
     rule = line.removeprefix(f"error: {path}: ")
     assert response.json()["message"] == f"<submitted study>: {rule}"
     assert list(results.iterdir()) == []  # nothing submitted, nothing written
+
+
+@pytest.mark.parametrize(
+    ("bundled", "plan"),
+    [
+        ("demo.yaml", "each round (configurations at epochs): 9 at 1 -> 3 at 3 -> 1 at 9"),
+        ("mfho.yaml", "mfho-hedge uses these brackets but not these counts"),
+        ("hyperband.yaml", "one pass: 1581 epochs"),
+    ],
+)
+def test_validate_prints_the_plan_of_each_scheduler(bundled: str, plan: str) -> None:
+    result = runner.invoke(app, ["validate", bundled, "--epoch-time", "20m"])
+    assert result.exit_code == 0, result.output
+    assert plan in " ".join(result.stdout.split()), result.stdout
+    assert "budget:" in result.stdout

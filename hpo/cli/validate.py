@@ -62,6 +62,13 @@ def describe_study(spec: Any, source: str, epoch_time: str | None) -> None:
     console.print(f"rungs (epochs): {', '.join(map(str, rungs))}", highlight=False)
     if spec.scheduler.kind in ("hyperband", "mfho-hedge"):
         render_plan(plan_hyperband(fidelity.max, fidelity.eta, fidelity.min))
+    if spec.scheduler.kind == "mfho-hedge":
+        console.print(
+            "mfho-hedge uses these brackets but not these counts: the first configurations run to "
+            f"{fidelity.max} epochs (bracket 0), then each bracket gets new configurations in proportion to "
+            "how well its first rung has ranked them so far (none while it misleads)",
+            highlight=False,
+        )
     elif spec.scheduler.kind == "mfho":
         plan = round_plan(
             fidelity.max,
