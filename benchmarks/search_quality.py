@@ -1,41 +1,55 @@
-"""Search quality of every scheduler/searcher pair on mf-prior-bench's multi-fidelity Hartmann functions.
+"""Search quality of our scheduler/searcher pairs and of the established libraries a user would pick instead,
+side by side on mf-prior-bench's multi-fidelity Hartmann functions.
 
 Why this exists: a multi-fidelity method earns its place only if it reaches good configurations with less
-training than random search, and must not lose much when low fidelities mislead. Setting (REFERENCE_HPO.md,
-"measured baseline"): 25 seeds, a budget of 150 full-budget equivalents (FBE = epochs / 100), eta = 3,
-fidelity 1..100 (milestones 1/3/11/33/100), cost linear in fidelity, promotions resume from checkpoints.
-Each run goes through the simulator exactly as a study would (hpo.simulator.simulate), on one worker by
-default.
+training than the alternatives, and must not lose much when low fidelities mislead.
 
-Simple regret after x FBE is the full-fidelity value of the best configuration *evaluated at fidelity 100*
-so far, minus the known optimum. The table gives, per benchmark and method, the median FBE to reach each
-regret threshold over all seeds (a seed that never reaches it counts as infinite, so the median is "-" when
-half the seeds or more miss it), and the fraction of seeds that reached it. The pair marked "default" is
-the bundled search_spaces/mfho.yaml's: mfho-hedge (its hedge bracket keeps the worst case near random
-search) with the mf-tpe searcher; ``mfho`` is the seed report's round-based rule.
+Setting (REFERENCE_HPO.md): a budget of 150 full-budget equivalents (FBE = epochs trained / R), eta = 3,
+fidelity 1..R, cost linear in fidelity, one worker. Both rung grids: R = 100 (our milestones 1/3/11/33/100)
+and R = 81 (1/3/9/27/81, the grid on which peers that decide at eta^k lose nothing). Our pairs run through
+the simulator exactly as a study would (hpo.simulator.simulate: promotions resume from checkpoints). Peers
+run in benchmarks/peers.py (its docstring lists their settings and how each is charged: ``stop`` - trained
+epoch by epoch and stopped, ``resume`` - checkpoint credit, ``retrain`` - every job from scratch); DEHB and
+Syne Tune need their own virtualenv (``make bench-peers`` creates ``.venv-peers``; without it those peers
+are skipped with a note, Optuna's run in ``.venv``).
 
-Targets: on mfh3, regret <= 0.1 within 20 FBE (median) for ASHA (promotion) and within 12 FBE with mf-tpe;
-on the ``_terrible`` variants the default scheduler needs at most 1.2x the FBE of random search.
+Functions: all ten mf-prior-bench Hartmann variants, split once and for all (it is written here and never
+changes with what the results say):
 
-Needs the ``bench`` extra (mf-prior-bench installed with --no-deps); the PNG plot needs matplotlib.
+* tuning set (our defaults were chosen looking at these): mfh3, mfh6, mfh3_terrible, mfh6_terrible;
+* held-out set (reported, never tuned on): mfh3_good, mfh3_moderate, mfh3_bad, mfh6_good, mfh6_moderate,
+  mfh6_bad.
 
-    python benchmarks/search_quality.py [--seeds 25] [--budget 150] [--benchmarks mfh3,mfh6,...]
-        [--methods fifo+random,asha+mf-tpe,...] [--workers 1] [--jobs 2]
-        [--json-out benchmarks/results/search_quality.json] [--png benchmarks/results/search_quality.png]
+Simple regret after x FBE is the value (at z = 100) of the best configuration *evaluated at the full
+fidelity R* so far, minus the known optimum; a seed without a full-fidelity result yet has infinite regret.
+Reported per function and method: the median FBE to reach regret <= 0.5 / 0.1 / 0.01 (a seed that never
+reaches it counts as infinite, so the median is "-" when half the seeds or more miss) with the share of
+seeds that did; the median regret at 10 / 20 / 50 / 150 FBE (infinite seeds included); and each against
+the best peer on that function (ratio < 1: ours is better). A PNG per function (median and quartiles of
+regret against FBE). ``--timing`` measures the wall-clock cost of one suggestion of each searcher after
+100 / 1,000 / 5,000 results, ours in-process and the peers' through peers.py.
+
+Needs the ``bench`` extra (``make bench``: mf-prior-bench installed with --no-deps; matplotlib for PNGs).
+
+    python benchmarks/search_quality.py [--seeds 10] [--budget 150] [--grids 100,81]
+        [--benchmarks tuning|held-out|all|mfh3,...] [--methods hyperband+mf-tpe,...,optuna-tpe-sh,...]
+        [--jobs 2] [--timing] [--peers-python .venv-peers/bin/python]
+        [--json-out benchmarks/results/search_quality.json] [--png-dir benchmarks/results/search_quality]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
-import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +59,18 @@ from rich.table import Table
 
 from hpo.schedulers import make_scheduler
 from hpo.searchers import make_searcher
+from hpo.searchers.prior import Prior
 from hpo.simulator import mfpbench_problem, simulate
 
-MAX_FIDELITY = 100
+ROOT = Path(__file__).resolve().parent.parent
 ETA = 3
-THRESHOLDS = {
-    "mfh3": (0.5, 0.2, 0.1, 0.05),
-    "mfh6": (1.5, 1.0, 0.7, 0.5),
-    "mfh3_terrible": (0.5, 0.2, 0.1, 0.05),
-    "mfh6_terrible": (1.5, 1.0, 0.7, 0.5),
-}
-#: scheduler+searcher; fifo+random is random search.
-METHODS = (
+TUNING = ("mfh3", "mfh6", "mfh3_terrible", "mfh6_terrible")
+HELD_OUT = ("mfh3_good", "mfh3_moderate", "mfh3_bad", "mfh6_good", "mfh6_moderate", "mfh6_bad")
+THRESHOLDS = (0.5, 0.1, 0.01)
+CHECKPOINTS = (10.0, 20.0, 50.0, 150.0)
+#: Ours: scheduler+searcher (fifo+random is random search). The default pair is what a study file gets
+#: when it names only the kinds, and the bundled search_spaces/mfho.yaml's.
+OURS = (
     "fifo+random",
     "fifo+tpe",
     "hyperband+random",
@@ -64,188 +78,495 @@ METHODS = (
     "asha+random",
     "asha+mf-tpe",
     "asha-stopping+random",
-    "mfho+random",
     "mfho+mf-tpe",
-    "mfho-hedge+random",
     "mfho-hedge+mf-tpe",
 )
-DEFAULT_SCHEDULER = "mfho+mf-tpe"
-RANDOM_SEARCH = "fifo+random"
-GRID_POINTS = 151
+DEFAULT_PAIR = "hyperband+mf-tpe"
+#: Peers (benchmarks/peers.py) and the package each needs.
+PEERS = {
+    "optuna-tpe-sh": "optuna",
+    "optuna-tpe-hb": "optuna",
+    "dehb": "dehb",
+    "dehb-retrain": "dehb",
+    "syne-asha": "syne_tune",
+    "syne-bohb": "syne_tune",
+}
+DEFAULT_METHODS = ("fifo+random", "hyperband+mf-tpe", "asha+mf-tpe", "mfho-hedge+mf-tpe", *PEERS)
+TIMING_RESULTS = (100, 1000, 5000)
+GRID_POINTS = 301
 
 
-def run_one(benchmark: str, method: str, seed: int, budget: float, workers: int) -> dict[str, Any]:
-    """One study: returns the FBE at which each full-fidelity result arrived and its regret."""
+@functools.cache
+def worst_configuration(dims: int) -> dict[str, float]:
+    """mf-prior-bench's "bad" prior: the worst of many uniform samples at the full fidelity (the z = 100
+    function is the same for every seed and variant; mf-prior-bench samples 10^6, 20,000 suffice here)."""
+    problem = mfpbench_problem(f"mfh{dims}", seed=0)
+    rng = np.random.default_rng(12345)
+    samples = [problem.space.sample(rng) for _ in range(20_000)]
+    return max(samples, key=lambda c: problem.curve(c, 100))
+
+
+def benchmark_prior(problem: Any, kind: str, seed: int) -> Prior | None:
+    """mf-prior-bench's priors (``python -m mfpbench priors`` defaults): ``good`` is the optimum perturbed by
+    a Gaussian of 0.01 of each range, ``bad`` the worst sampled configuration; both at confidence medium
+    (a user does not know whether their prior is good)."""
+    if kind == "none":
+        return None
+    if kind == "good":
+        rng = np.random.default_rng(10_000 + seed)
+        optimum = {k: float(v) for k, v in dict(problem.bench.optimum).items()}
+        values = {k: float(np.clip(v + rng.normal() * 0.01, 0.0, 1.0)) for k, v in optimum.items()}
+    else:
+        values = worst_configuration(problem.space.dimensions)
+    return Prior(values=values, confidence={})
+
+
+def run_ours(
+    benchmark: str, method: str, seed: int, budget: float, grid: int, prior: str = "none"
+) -> dict[str, Any]:
+    """One study of our pair: the FBE at which each new best full-fidelity result arrived, and its regret."""
     scheduler, searcher = method.split("+")
-    problem = mfpbench_problem(benchmark, seed=seed)
+    problem = mfpbench_problem(benchmark, seed=seed, max_fidelity=grid)
     rng = np.random.default_rng(seed)
+    options = {} if prior == "none" else {"prior": benchmark_prior(problem, prior, seed)}
     core = make_scheduler(
         scheduler,
-        make_searcher(searcher, problem.space, rng),
-        max_resource=MAX_FIDELITY,
+        make_searcher(searcher, problem.space, rng, **options),
+        max_resource=grid,
         reduction_factor=ETA,
         mode="min",
-        max_total_resource=int(budget * MAX_FIDELITY),
+        max_total_resource=int(budget * grid),
     )
     started = time.perf_counter()
-    result = simulate(core, problem.curve, workers=workers, study=f"{benchmark}-{method}-{seed}")
+    result = simulate(core, problem.curve, study=f"{benchmark}-{method}-{seed}")
     fbe, regret = [], []
     best = math.inf
     for row in result.rows:
-        if row["resource"] == MAX_FIDELITY and row["value"] < best:
+        if row["resource"] == grid and row["value"] < best:
             best = row["value"]
-            fbe.append(row["total_resource"] / MAX_FIDELITY)
+            fbe.append(row["total_resource"] / grid)
             regret.append(problem.regret(best))
     return {
         "benchmark": benchmark,
-        "method": method,
+        "method": method if prior == "none" else f"{method}@{prior}-prior",
         "seed": seed,
+        "max_fidelity": grid,
         "fbe": fbe,
         "regret": regret,
         "trials": core.num_trials,
         "seconds": time.perf_counter() - started,
+        "accounting": "resume",
     }
+
+
+def run_peer(
+    python: str, peer: str, benchmark: str, seeds: list[int], budget: float, grid: int
+) -> list[dict[str, Any]]:
+    """All seeds of one peer on one function and grid, through benchmarks/peers.py in ``python``."""
+    command = [
+        python,
+        str(ROOT / "benchmarks" / "peers.py"),
+        "run",
+        "--peer",
+        peer,
+        "--benchmark",
+        benchmark,
+        "--seeds",
+        ",".join(map(str, seeds)),
+        "--budget",
+        str(budget),
+        "--max-fidelity",
+        str(grid),
+        "--eta",
+        str(ETA),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{peer} on {benchmark} (R = {grid}) failed: {done.stderr.strip()[-2000:]}")
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
 
 
 def fbe_to_reach(run: dict[str, Any], threshold: float) -> float:
     return next((f for f, r in zip(run["fbe"], run["regret"], strict=True) if r <= threshold), math.inf)
 
 
-def regret_at(run: dict[str, Any], grid: np.ndarray) -> np.ndarray:
-    out = np.full(len(grid), np.nan)
+def regret_at(run: dict[str, Any], fbe: float) -> float:
+    """Best full-fidelity regret after ``fbe`` (infinite before the first full-fidelity result)."""
+    out = math.inf
     for f, r in zip(run["fbe"], run["regret"], strict=True):
-        out[grid >= f] = r
+        if f <= fbe:
+            out = r
     return out
 
 
-def summarise(runs: list[dict[str, Any]], budget: float) -> dict[str, Any]:
+def curve_quartiles(group: list[dict[str, Any]], grid: np.ndarray) -> dict[str, list[float | None]]:
+    curves = np.array([[regret_at(run, x) for x in grid] for run in group])
+    out: dict[str, list[float | None]] = {}
+    for name, q in (("q25", 25), ("median", 50), ("q75", 75)):
+        values = np.percentile(curves, q, axis=0, method="lower")  # inf stays inf (no interpolation)
+        out[name] = [None if not math.isfinite(v) else float(v) for v in values]
+    return out
+
+
+def finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def summarise(runs: list[dict[str, Any]], budget: float, methods: list[str]) -> dict[str, Any]:
+    """grid -> benchmark -> method -> figures (and, per benchmark, ratios to the best peer)."""
     summary: dict[str, Any] = {}
-    grid = np.linspace(0, budget, GRID_POINTS)
-    for benchmark in sorted({r["benchmark"] for r in runs}):
-        summary[benchmark] = {}
-        for method in METHODS:
-            group = [r for r in runs if r["benchmark"] == benchmark and r["method"] == method]
-            if not group:
-                continue
-            cells = []
-            for threshold in THRESHOLDS[benchmark]:
-                reached = [fbe_to_reach(r, threshold) for r in group]
-                median = statistics.median(reached)
-                cells.append(
-                    {
-                        "threshold": threshold,
-                        "median_fbe": None if math.isinf(median) else median,
-                        "fraction_reached": sum(math.isfinite(x) for x in reached) / len(reached),
-                    }
-                )
-            curves = np.array([regret_at(r, grid) for r in group])
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # before any seed has a full-fidelity result
-                median_curve = [None if np.isnan(v) else float(v) for v in np.nanmedian(curves, axis=0)]
-            summary[benchmark][method] = {
-                "seeds": len(group),
-                "thresholds": cells,
-                "median_trials": statistics.median(r["trials"] for r in group),
-                "median_final_regret": statistics.median(
-                    r["regret"][-1] if r["regret"] else math.inf for r in group
-                ),
-                "grid_fbe": grid.tolist(),
-                "median_regret": median_curve,
-            }
+    fbe_grid = np.linspace(0, budget, GRID_POINTS)
+    checkpoints = [c for c in CHECKPOINTS if c <= budget] or [budget]
+    for grid in sorted({r["max_fidelity"] for r in runs}, reverse=True):
+        by_benchmark: dict[str, Any] = {}
+        for benchmark in [*TUNING, *HELD_OUT]:
+            cells: dict[str, Any] = {}
+            for method in methods:
+                group = [
+                    r
+                    for r in runs
+                    if r["benchmark"] == benchmark and r["method"] == method and r["max_fidelity"] == grid
+                ]
+                if not group:
+                    continue
+                reach = {t: [fbe_to_reach(r, t) for r in group] for t in THRESHOLDS}
+                cells[method] = {
+                    "seeds": len(group),
+                    "accounting": group[0]["accounting"],
+                    "fbe_to": {
+                        str(t): {
+                            "median": finite_or_none(statistics.median(v)),
+                            "share": sum(math.isfinite(x) for x in v) / len(v),
+                        }
+                        for t, v in reach.items()
+                    },
+                    "regret_at": {
+                        str(c): finite_or_none(statistics.median(regret_at(r, c) for r in group))
+                        for c in checkpoints
+                    },
+                    "median_trials": statistics.median(r["trials"] for r in group),
+                    "median_seconds": statistics.median(r["seconds"] for r in group),
+                    "curve": {"fbe": fbe_grid.tolist(), **curve_quartiles(group, fbe_grid)},
+                }
+            if cells:
+                by_benchmark[benchmark] = {"methods": cells, "vs_best_peer": versus_best_peer(cells)}
+        summary[str(grid)] = by_benchmark
     return summary
 
 
-def print_table(summary: dict[str, Any], console: Console) -> None:
-    for benchmark, methods in summary.items():
-        table = Table(title=f"{benchmark}: median FBE to reach simple regret (fraction of seeds reached)")
-        table.add_column("method")
-        for threshold in THRESHOLDS[benchmark]:
-            table.add_column(f"<= {threshold}", justify="right")
-        table.add_column("final regret", justify="right")
-        for method, data in methods.items():
-            cells = []
-            for cell in data["thresholds"]:
-                median = "-" if cell["median_fbe"] is None else f"{cell['median_fbe']:.1f}"
-                cells.append(f"{median} ({cell['fraction_reached']:.0%})")
-            label = method + (" (default)" if method == DEFAULT_SCHEDULER else "")
-            table.add_row(label, *cells, f"{data['median_final_regret']:.3f}")
-        console.print(table)
+def versus_best_peer(cells: dict[str, Any]) -> dict[str, Any]:
+    """Each of our pairs against the best peer on the function, per figure (ratio < 1: ours is better)."""
+    peers = {m: c for m, c in cells.items() if m in PEERS}
+    if not peers:
+        return {}
+
+    def ratio(ours: float | None, best: float | None) -> float | None:
+        if best is None:
+            return 0.0 if ours is not None else None
+        if ours is None:
+            return math.inf
+        return ours / best if best > 0 else (1.0 if ours <= 0 else math.inf)
+
+    figures: dict[str, Any] = {}
+    keys = [("fbe_to_0.1", lambda c: c["fbe_to"]["0.1"]["median"])]
+    keys += [
+        (f"regret_at_{k}", lambda c, k=k: c["regret_at"][k]) for k in next(iter(cells.values()))["regret_at"]
+    ]
+    for name, get in keys:
+        values = [get(c) for c in peers.values()]
+        finite = [v for v in values if v is not None]
+        best = min(finite) if finite else None
+        best_peer = next((m for m, c in peers.items() if get(c) == best), None)
+        figures[name] = {
+            "best_peer": best_peer,
+            "best_peer_value": best,
+            "ratios": {m: ratio(get(c), best) for m, c in cells.items() if m not in PEERS},
+        }
+    return figures
 
 
-def plot(summary: dict[str, Any], path: Path) -> bool:
+def fmt(x: float | None, digits: int = 1) -> str:
+    if x is None:
+        return "-"
+    if math.isinf(x):
+        return "inf"
+    return f"{x:.{digits}f}" if abs(x) >= 0.01 or x == 0 else f"{x:.1e}"
+
+
+def print_tables(summary: dict[str, Any], console: Console) -> None:
+    for grid, benchmarks in summary.items():
+        for benchmark, data in benchmarks.items():
+            split = "tuning" if benchmark in TUNING else "held-out"
+            table = Table(
+                title=f"{benchmark} ({split}), R = {grid}: median FBE to regret (share of seeds), "
+                "median regret at FBE",
+                title_justify="left",
+            )
+            table.add_column("method")
+            for t in THRESHOLDS:
+                table.add_column(f"FBE <= {t}", justify="right")
+            checkpoints = next(iter(data["methods"].values()))["regret_at"]
+            for c in checkpoints:
+                table.add_column(f"r@{float(c):g}", justify="right")
+            table.add_column("x best peer (FBE 0.1 / r@20 / r@final)", justify="right")
+            last = list(checkpoints)[-1]
+            for method, cell in data["methods"].items():
+                reach = [
+                    f"{fmt(cell['fbe_to'][str(t)]['median'])} ({cell['fbe_to'][str(t)]['share']:.0%})"
+                    for t in THRESHOLDS
+                ]
+                regrets = [fmt(cell["regret_at"][c], 3) for c in checkpoints]
+                ratios = ""
+                vs = data["vs_best_peer"]
+                if vs and method not in PEERS:
+                    parts = [vs.get("fbe_to_0.1"), vs.get("regret_at_20.0"), vs.get(f"regret_at_{last}")]
+                    ratios = " / ".join(fmt(p["ratios"][method], 2) if p else "-" for p in parts)
+                label = method + (" (default)" if method == DEFAULT_PAIR else "")
+                table.add_row(label, *reach, *regrets, ratios)
+            console.print(table)
+
+
+def plot(summary: dict[str, Any], directory: Path) -> list[Path]:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return False
-    fig, axes = plt.subplots(1, len(summary), figsize=(5 * len(summary), 4), squeeze=False)
-    for ax, (benchmark, methods) in zip(axes[0], summary.items(), strict=True):
-        for method, data in methods.items():
-            y = np.array([np.nan if v is None else v for v in data["median_regret"]], dtype=float)
-            ax.plot(
-                data["grid_fbe"], np.maximum(y, 1e-4), label=method, lw=2 if method == RANDOM_SEARCH else 1
+        return []
+    written = []
+    directory.mkdir(parents=True, exist_ok=True)
+    for grid, benchmarks in summary.items():
+        for benchmark, data in benchmarks.items():
+            fig, ax = plt.subplots(figsize=(7, 4.5))
+            for method, cell in data["methods"].items():
+                curve = cell["curve"]
+                x = np.array(curve["fbe"])
+
+                def arr(key: str, curve: dict[str, Any] = curve) -> np.ndarray:
+                    return np.array([np.nan if v is None else max(v, 1e-5) for v in curve[key]], dtype=float)
+
+                style = "--" if method in PEERS else "-"
+                (line,) = ax.plot(
+                    x, arr("median"), style, label=method, lw=2 if method == DEFAULT_PAIR else 1
+                )
+                ax.fill_between(x, arr("q25"), arr("q75"), color=line.get_color(), alpha=0.12)
+            ax.set_yscale("log")
+            ax.set_xlabel("full-budget equivalents (FBE)")
+            ax.set_ylabel("simple regret (median, quartiles)")
+            ax.set_title(f"{benchmark}, R = {grid}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+            fig.tight_layout()
+            path = directory / f"{benchmark}-R{grid}.png"
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            written.append(path)
+    return written
+
+
+# --- suggestion cost -------------------------------------------------------------------------------------
+
+
+def time_ours(searcher_name: str, results: int, repeats: int = 20) -> dict[str, Any]:
+    """Median / p90 seconds per suggestion after ``results`` observations spread over rungs as in an ASHA
+    study on mfh3 (2/3 at the first rung, then a third fewer per rung), values from the function."""
+    problem = mfpbench_problem("mfh3", seed=0)
+    rng = np.random.default_rng(0)
+    searcher = make_searcher(searcher_name, problem.space, rng)
+    rungs = [1, 3, 11, 33, 100]
+    weights = np.array([3.0**-i for i in range(len(rungs))])
+    weights /= weights.sum()
+    for i in range(results):
+        config = problem.space.sample(rng)
+        resource = int(rng.choice(rungs, p=weights))
+        searcher.observe(i, config, resource, problem.curve(config, resource))
+    seconds = []
+    for i in range(repeats):
+        started = time.perf_counter()
+        searcher.suggest(results + i)
+        seconds.append(time.perf_counter() - started)
+    seconds.sort()
+    return {
+        "method": searcher_name,
+        "results": results,
+        "median_suggest_seconds": statistics.median(seconds),
+        "p90_suggest_seconds": seconds[min(len(seconds) - 1, int(0.9 * len(seconds)))],
+    }
+
+
+def time_peer(python: str, peer: str, results: list[int]) -> list[dict[str, Any]]:
+    command = [
+        python,
+        str(ROOT / "benchmarks" / "peers.py"),
+        "timing",
+        "--peer",
+        peer,
+        "--benchmark",
+        "mfh3",
+        "--results",
+        ",".join(map(str, results)),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return [{"method": peer, "error": done.stderr.strip()[-500:]}]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+# --- main ------------------------------------------------------------------------------------------------
+
+
+def peer_python(requested: str | None, peer: str) -> str | None:
+    """The interpreter that has ``peer``'s package: the one asked for, else .venv-peers, else this one."""
+    candidates = [requested] if requested else [str(ROOT / ".venv-peers" / "bin" / "python"), sys.executable]
+    for python in candidates:
+        if python and Path(python).exists():
+            probe = subprocess.run(
+                [python, "-c", f"import {PEERS[peer]}, mfpbench"], capture_output=True, check=False
             )
-        ax.set_yscale("log")
-        ax.set_xlabel("full-budget equivalents (FBE)")
-        ax.set_ylabel("median simple regret")
-        ax.set_title(benchmark)
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return True
+            if probe.returncode == 0:
+                return python
+    return None
+
+
+def select_benchmarks(text: str) -> list[str]:
+    if text == "tuning":
+        return list(TUNING)
+    if text == "held-out":
+        return list(HELD_OUT)
+    if text == "all":
+        return [*TUNING, *HELD_OUT]
+    return [b for b in text.split(",") if b]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=25)
+    parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--budget", type=float, default=150.0, help="full-budget equivalents per study")
-    parser.add_argument("--benchmarks", default=",".join(THRESHOLDS))
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--workers", type=int, default=1, help="simulated workers per study")
+    parser.add_argument("--grids", default="100,81", help="R values (max fidelity), comma-separated")
+    parser.add_argument("--benchmarks", default="all", help="tuning, held-out, all, or names")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes running studies")
+    parser.add_argument("--peers-python", default=None, help="interpreter for DEHB / Syne Tune peers")
+    parser.add_argument("--timing", action="store_true", help="also time one suggestion per searcher")
+    parser.add_argument(
+        "--priors", default="none", help="none,good,bad: also run our mf-tpe pairs with these priors"
+    )
     parser.add_argument("--json-out", type=Path, default=Path("benchmarks/results/search_quality.json"))
-    parser.add_argument("--png", type=Path, default=Path("benchmarks/results/search_quality.png"))
+    parser.add_argument("--png-dir", type=Path, default=Path("benchmarks/results/search_quality"))
     args = parser.parse_args(argv)
-    console = Console(width=150)
-    benchmarks = [b for b in args.benchmarks.split(",") if b]
+    console = Console(width=170)
+    benchmarks = select_benchmarks(args.benchmarks)
     methods = [m for m in args.methods.split(",") if m]
+    try:
+        grids = [int(g) for g in args.grids.split(",") if g]
+    except ValueError:
+        grids = [0]
     for name in benchmarks:
-        if name not in THRESHOLDS:
-            console.print(f"error: benchmark is {name!r}, but must be one of {', '.join(THRESHOLDS)}")
+        if name not in (*TUNING, *HELD_OUT):
+            console.print(
+                f"error: --benchmarks: {name!r} must be one of tuning, held-out, all, "
+                f"{', '.join(TUNING + HELD_OUT)}"
+            )
             return 2
     for method in methods:
-        if method not in METHODS:
-            console.print(f"error: method is {method!r}, but must be one of {', '.join(METHODS)}")
+        if method not in OURS and method not in PEERS:
+            console.print(f"error: --methods: {method!r} must be one of {', '.join((*OURS, *PEERS))}")
             return 2
-    tasks = [
-        (b, m, s, args.budget, args.workers) for b in benchmarks for m in methods for s in range(args.seeds)
-    ]
+    if not grids or any(not 1 < g <= 100 for g in grids):
+        console.print(f"error: --grids is {args.grids!r}, but must be integers in (1, 100], e.g. 100,81")
+        return 2
+    pythons: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    for method in methods:
+        if method in PEERS:
+            python = peer_python(args.peers_python, method)
+            if python is None:
+                skipped[method] = f"{PEERS[method]} is not installed (make bench-peers)"
+            else:
+                pythons[method] = python
+    for method, why in skipped.items():
+        console.print(f"note: skipping {method}: {why}")
+    methods = [m for m in methods if m not in skipped]
+    priors = [p for p in args.priors.split(",") if p]
+    if not priors or any(p not in ("none", "good", "bad") for p in priors):
+        console.print(f"error: --priors is {args.priors!r}, but must name none, good or bad")
+        return 2
+    seeds = list(range(args.seeds))
     started = time.perf_counter()
-    runs = []
+    runs: list[dict[str, Any]] = []
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        for done, run in enumerate(pool.map(run_one, *zip(*tasks, strict=True), chunksize=4), start=1):
-            runs.append(run)
-            if done % 50 == 0 or done == len(tasks):  # progress on a run of many minutes
+        futures = []
+        # Peers first: one subprocess per (peer, function, grid) runs every seed, and they are the long ones.
+        for method in methods:
+            if method in PEERS:
+                for grid in grids:
+                    for b in benchmarks:
+                        futures.append(
+                            pool.submit(run_peer, pythons[method], method, b, seeds, args.budget, grid)
+                        )
+        total = 0
+        for method in methods:
+            for prior in priors:
+                if method in PEERS and prior != "none":
+                    continue  # no peer here takes a prior
+                if method not in PEERS and prior != "none" and not method.endswith("+mf-tpe"):
+                    continue  # only mf-tpe uses one
+                total += len(benchmarks) * len(grids) * len(seeds)
+                if method in PEERS:
+                    continue
+                for grid in grids:
+                    for b in benchmarks:
+                        for seed in seeds:
+                            futures.append(pool.submit(run_ours, b, method, seed, args.budget, grid, prior))
+        for future in as_completed(futures):
+            result = future.result()
+            runs.extend(result if isinstance(result, list) else [result])
+            if len(runs) % 100 < (len(result) if isinstance(result, list) else 1) or len(runs) == total:
                 console.print(
-                    f"{done}/{len(tasks)} studies, {time.perf_counter() - started:.0f} s", highlight=False
+                    f"{len(runs)}/{total} studies, {time.perf_counter() - started:.0f} s", highlight=False
                 )
     elapsed = time.perf_counter() - started
-    summary = summarise(runs, args.budget)
-    print_table(summary, console)
+    order = [m if p == "none" else f"{m}@{p}-prior" for m in methods for p in priors]
+    summary = summarise(runs, args.budget, order)
+    print_tables(summary, console)
     console.print(f"{len(runs)} studies in {elapsed:.0f} s on {args.jobs} processes")
+    timings: list[dict[str, Any]] = []
+    if args.timing:
+        for method in methods:
+            if method in PEERS:
+                timings += time_peer(pythons[method], method, list(TIMING_RESULTS))
+        for searcher in sorted({m.split("+")[1] for m in methods if m not in PEERS}):
+            timings += [time_ours(searcher, n) for n in TIMING_RESULTS]
+        table = Table(title="seconds per suggestion (median / p90) after N results", title_justify="left")
+        table.add_column("searcher")
+        for n in TIMING_RESULTS:
+            table.add_column(f"N = {n}", justify="right")
+        for method in dict.fromkeys(t["method"] for t in timings):
+            rows = {t.get("results"): t for t in timings if t["method"] == method}
+            cells = []
+            for n in TIMING_RESULTS:
+                t = rows.get(n)
+                if t is None or "median_suggest_seconds" not in t:
+                    cells.append("-")
+                else:
+                    cells.append(
+                        f"{t['median_suggest_seconds'] * 1e3:.1f} / {t['p90_suggest_seconds'] * 1e3:.1f} ms"
+                    )
+            table.add_row(method, *cells)
+        console.print(table)
     report = {
         "setting": {
             "seeds": args.seeds,
             "budget_fbe": args.budget,
             "eta": ETA,
-            "max_fidelity": MAX_FIDELITY,
-            "workers": args.workers,
-            "default_scheduler": DEFAULT_SCHEDULER,
-            "random_search": RANDOM_SEARCH,
+            "grids": grids,
+            "tuning": list(TUNING),
+            "held_out": list(HELD_OUT),
+            "default_pair": DEFAULT_PAIR,
+            "skipped": skipped,
+            "priors": priors,
+            "command": " ".join(["python", "benchmarks/search_quality.py", *(argv or sys.argv[1:])]),
         },
         "machine": {
             "python": sys.version.split()[0],
@@ -254,13 +575,15 @@ def main(argv: list[str] | None = None) -> int:
         },
         "seconds": elapsed,
         "results": summary,
+        "timing": timings,
     }
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    if plot(summary, args.png):
-        console.print(f"wrote {args.json_out} and {args.png}")
-    else:
-        console.print(f"wrote {args.json_out} (matplotlib not installed: no plot)")
+    pngs = plot(summary, args.png_dir)
+    console.print(
+        f"wrote {args.json_out}"
+        + (f" and {len(pngs)} PNGs in {args.png_dir}" if pngs else " (no matplotlib: no plots)")
+    )
     return 0
 
 

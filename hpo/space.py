@@ -402,6 +402,11 @@ class SearchSpace:
 
     # -- validation --
 
+    def check_value(self, name: str, value: Any) -> Any:
+        """One value of parameter ``name`` checked against its range or choices, normalised; raises
+        :class:`FieldError` naming the parameter."""
+        return _check_value(name, self.params[name], value)
+
     def validate_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """Check a configuration against the space and return it normalised (plain Python types, in order).
 

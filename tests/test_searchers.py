@@ -99,10 +99,31 @@ def test_mf_tpe_default_min_points_waits_for_a_real_good_set() -> None:
 
 
 def test_mf_tpe_random_fraction() -> None:
-    searcher = MultiFidelityTPESearcher(UNIT, np.random.default_rng(0), random_fraction=1.0)
+    searcher = MultiFidelityTPESearcher(
+        UNIT, np.random.default_rng(0), random_fraction=1.0, local_fraction=0.0
+    )
     contradictory(searcher)
     xs = np.array([searcher.suggest(100 + i)["x"] for i in range(200)])
     assert 0.4 < np.mean(xs) < 0.6
+
+
+def test_mf_tpe_refines_locally_once_the_model_is_on_the_top_fidelity() -> None:
+    # local_fraction 1: every suggestion is the best 9-epoch point (x = 0.1) moved by a small step
+    searcher = MultiFidelityTPESearcher(
+        UNIT, np.random.default_rng(0), random_fraction=0.0, local_fraction=1.0
+    )
+    contradictory(searcher)
+    xs = np.array([searcher.suggest(100 + i)["x"] for i in range(60)])
+    top = [(cfg, loss) for _, cfg, r, loss in searcher._history if r == 9]
+    best = min(top, key=lambda t: t[1])[0]
+    assert np.max(np.abs(xs - best["x"])) < 0.25 and np.median(np.abs(xs - best["x"])) < 0.08
+    # the model on a lower fidelity than the highest observed one never refines (the top is not trusted yet)
+    lower = MultiFidelityTPESearcher(
+        UNIT, np.random.default_rng(0), random_fraction=0.0, local_fraction=1.0, min_points=30
+    )
+    contradictory(lower)
+    assert lower.model_resource() == 1
+    assert np.median([lower.suggest(100 + i)["x"] for i in range(60)]) > 0.7
 
 
 def test_tpe_learns_from_the_highest_observed_fidelity() -> None:
@@ -117,7 +138,9 @@ def test_model_pieces() -> None:
     good, bad = split_good_bad(np.array([5.0, 1.0, 3.0, 2.0, 4.0]), 0.15, 2)
     assert good.tolist() == [1, 3] and bad.tolist() == [3, 2, 4, 0]
     bw = scott_bandwidth(np.array([[0.5, np.nan], [0.5, np.nan]]), 1e-3)
-    assert bw == pytest.approx([0.2 * 2 ** (-1 / 6)] * 2)  # the floor, not a collapsed kernel
+    assert bw == pytest.approx([0.2 / 2**0.5] * 2)  # the floor, not a collapsed kernel
+    # the floor shrinks as 1 / sqrt(n): 100 identical good points give kernels of 0.02, not Scott's 0.09
+    assert scott_bandwidth(np.full((100, 1), 0.5), 1e-3) == pytest.approx([0.02])
     points = np.array([[0.2, np.nan]])
     near, far = log_density(np.array([[0.2, 0.9], [0.8, 0.9]]), points, np.array([0.1, 0.1]))
     assert near > far
@@ -130,6 +153,8 @@ def test_optuna_distributions_skip_fixed() -> None:
 def test_bad_options() -> None:
     with pytest.raises(ValueError, match="random_fraction is 2"):
         MultiFidelityTPESearcher(UNIT, np.random.default_rng(0), random_fraction=2)
+    with pytest.raises(ValueError, match="local_fraction is -1"):
+        MultiFidelityTPESearcher(UNIT, np.random.default_rng(0), local_fraction=-1)
     with pytest.raises(ValueError, match="searcher is 'grid'"):
         make_searcher("grid", UNIT, np.random.default_rng(0))
     with pytest.raises(ValueError, match="n_startup_trials is -1"):

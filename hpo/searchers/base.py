@@ -19,7 +19,11 @@ import numpy as np
 
 @runtime_checkable
 class Searcher(Protocol):
-    """Proposes configurations; learns from (config, resource, loss) observations."""
+    """Proposes configurations; learns from (config, resource, loss) observations.
+
+    Optional attribute ``prior``: the user's prior (:class:`hpo.searchers.prior.Prior`) when the searcher
+    uses one (its first suggestion is then the prior's configuration, and Hyperband evaluates it at the full
+    budget first); read it with :func:`searcher_prior`."""
 
     def suggest(self, config_id: int) -> dict[str, Any]:
         """A new configuration for trial ``config_id`` (ids are 0, 1, 2, ... in start order)."""
@@ -36,6 +40,11 @@ class Searcher(Protocol):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output; later suggestions equal those of the saved searcher."""
         ...
+
+
+def searcher_prior(searcher: Searcher) -> Any:
+    """The searcher's prior, or None (also for searchers without the optional ``prior`` attribute)."""
+    return getattr(searcher, "prior", None)
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:

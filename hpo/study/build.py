@@ -11,9 +11,47 @@ import numpy as np
 
 from hpo.schedulers import SchedulerCore, make_scheduler
 from hpo.searchers import Searcher, make_searcher
+from hpo.searchers.prior import Prior
+from hpo.space import FieldError
 from hpo.study.spec import StudySpec
 
 RAY_NATIVE = ("ray-asha", "ray-hyperband")
+
+
+def prior_from_spec(spec: StudySpec) -> Prior | None:
+    """The study's prior (``prior:``), with ``from_preset`` resolved through the trainer's own configuration:
+    every searched parameter without a value takes the preset's, when the space can hold it."""
+    section = spec.prior
+    if section is None:
+        return None
+    values = {key: spec.space.check_value(key, entry.value) for key, entry in section.values.items()}
+    confidence = {key: entry.confidence or section.confidence for key, entry in section.values.items()}
+    if section.from_preset:
+        for key, value in preset_values(spec).items():
+            if key not in values:
+                values[key] = value
+                confidence[key] = section.confidence
+    return Prior(values=values, confidence=confidence)
+
+
+def preset_values(spec: StudySpec) -> dict[str, Any]:
+    """The trainer preset's value of each searched parameter (``trainer.overrides`` applied); raises
+    :class:`hpo.space.FieldError` naming ``prior.from_preset`` when the space cannot hold one."""
+    from trainers.protocol import get_trainer
+
+    resolved = get_trainer(spec.trainer.name).resolved_config(trainer_settings(spec), {})
+    out: dict[str, Any] = {}
+    for key in spec.space.unit_names:
+        if key not in resolved:
+            continue
+        try:
+            out[key] = spec.space.check_value(key, resolved[key])
+        except FieldError as error:
+            raise FieldError(
+                ("prior", "from_preset"),
+                f"takes {key} = {resolved[key]!r} from the trainer preset, but space.{key} {error.rule}",
+            ) from None
+    return out
 
 
 def searcher_from_spec(spec: StudySpec) -> Searcher:
@@ -24,6 +62,7 @@ def searcher_from_spec(spec: StudySpec) -> Searcher:
         options["random_fraction"] = spec.searcher.random_fraction
         if spec.searcher.n_startup is not None:
             options["min_points"] = spec.searcher.n_startup
+        options["prior"] = prior_from_spec(spec)
     rng = np.random.default_rng(spec.searcher.seed)
     return make_searcher(spec.searcher.kind, spec.space, rng, **options)
 

@@ -12,6 +12,7 @@ that has the data.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -187,6 +188,38 @@ class SearcherSpec(StrictSpec):
         return self
 
 
+class PriorValueSpec(StrictSpec):
+    """One parameter's believed-good value, with its own confidence (else the section's)."""
+
+    value: Any
+    confidence: Literal["low", "medium", "high"] | None = None
+
+
+class PriorSpec(StrictSpec):
+    """A configuration the user believes is good (e.g. the published recipe), used by the ``mf-tpe``
+    searcher and Hyperband's first job (``hpo.searchers.prior``). ``values`` maps searched parameters to a
+    value or ``{value, confidence}``; ``from_preset: true`` takes every searched parameter without a value
+    from the trainer preset's own configuration; ``confidence`` (``low`` / ``medium`` / ``high``: a
+    Gaussian of 0.25 / 0.125 / 0.05 of the range) applies where a value has none."""
+
+    confidence: Literal["low", "medium", "high"] = "medium"
+    values: dict[str, PriorValueSpec] = {}
+    from_preset: bool = False
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _short_values(cls, raw: Any) -> Any:
+        if isinstance(raw, Mapping):
+            return {k: v if isinstance(v, Mapping) else {"value": v} for k, v in raw.items()}
+        return raw
+
+    @model_validator(mode="after")
+    def _something(self) -> PriorSpec:
+        if not self.values and not self.from_preset:
+            raise FieldError((), "names no value: give values or set from_preset: true")
+        return self
+
+
 class ObjectiveSpec(StrictSpec):
     """The reported metric to optimise; ``val_map`` is mAP on the identity-disjoint validation split."""
 
@@ -302,6 +335,7 @@ class StudySpec(StrictSpec):
     fidelity: FidelitySpec
     scheduler: SchedulerSpec
     searcher: SearcherSpec = SearcherSpec()
+    prior: PriorSpec | None = None
     objective: ObjectiveSpec = ObjectiveSpec()
     budget: BudgetSpec
     resources: ResourcesSpec = ResourcesSpec()
@@ -343,7 +377,27 @@ class StudySpec(StrictSpec):
                     "is also in space: a key is either searched (space) or fixed (overrides), not both",
                 )
         self.scheduler.check_fidelity(self.fidelity)
+        if self.prior is not None:
+            self._check_prior(self.prior)
         return self
+
+    def _check_prior(self, prior: PriorSpec) -> None:
+        if self.searcher.kind != "mf-tpe":
+            raise FieldError(
+                ("prior",),
+                f"is used by searcher kind 'mf-tpe' only, but searcher.kind is '{self.searcher.kind}'",
+            )
+        for key, entry in prior.values.items():
+            if key not in self.space.names:
+                close = difflib.get_close_matches(key, self.space.names, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise FieldError(("prior", "values", key), f"is not a searched parameter of space{hint}")
+            if key not in self.space.unit_names:
+                raise FieldError(("prior", "values", key), "is fixed in space: a prior is for searched ones")
+            try:
+                self.space.check_value(key, entry.value)
+            except FieldError as error:
+                raise FieldError(("prior", "values", key), error.rule) from None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready and loadable again (the space in long form, durations in seconds, paths as strings)."""

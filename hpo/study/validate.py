@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from hpo.space import CategoricalParam, FixedParam, FloatParam, IntParam, SearchSpace
-from hpo.study.build import trainer_settings
+from hpo.space import CategoricalParam, FieldError, FixedParam, FloatParam, IntParam, SearchSpace
+from hpo.study.build import prior_from_spec, trainer_settings
 from hpo.study.loader import StudyError
 from hpo.study.spec import StudySpec
 from trainers.protocol import Trainer, TrainerConfigError, get_trainer
@@ -56,6 +56,20 @@ def validate_study(spec: StudySpec, *, source: str = "<study>") -> None:
             trainer.check(settings, params)
         except TrainerConfigError as error:
             raise _explain(spec, trainer, settings, error, params, varied, overrides, source) from None
+    if spec.prior is not None:
+        try:
+            prior = prior_from_spec(spec)
+        except FieldError as error:
+            raise StudyError(source, error.message, field=error.field) from None
+        assert prior is not None
+        point = {**next(probe_points(spec.space))[0], **prior.values}
+        active = {n: v for n, v in point.items() if spec.space.is_active(n, point)}
+        try:
+            trainer.check(settings, active)
+        except TrainerConfigError as error:
+            raise StudyError(
+                source, f"prior: the trainer refuses the prior's configuration: {error}", field="prior"
+            ) from None
 
 
 def probe_points(space: SearchSpace) -> Iterator[tuple[dict[str, Any], str | None]]:
