@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0 torchvision==0.28.0
 STAMP := $(VENV)/.agvp-installed
 DEMO_DIR ?= .demo
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench bench-peers clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -52,5 +52,15 @@ bench: $(STAMP)
 	$(PY) benchmarks/service_latency.py
 	$(PY) benchmarks/fault_injection.py
 
+# The peers of benchmarks/search_quality.py (DEHB, Syne Tune, Optuna) in a virtualenv of their own: DEHB pins
+# numpy<2 and Syne Tune pulls packages agvp-hpo must not depend on. Then:
+#   .venv/bin/python benchmarks/search_quality.py --timing
+PEERS_VENV ?= .venv-peers
+bench-peers:
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install --quiet "dehb==0.1.2" "syne-tune==0.16.0" "optuna==5.0.0" configspace more-itertools
+	$(PEERS_VENV)/bin/python -m pip install --quiet --no-deps "mf-prior-bench>=1.10"
+
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(PEERS_VENV) $(DEMO_DIR) .pytest_cache .ruff_cache *.egg-info

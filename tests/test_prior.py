@@ -93,14 +93,21 @@ def test_the_first_suggestion_is_the_prior_and_draws_follow_its_confidence() -> 
 
 def test_the_prior_weight_follows_the_evidence() -> None:
     mixture = PriorMixture(Prior(values={"x": 0.8}, confidence={}), UNIT)
-    assert mixture.weight({}, {}) == 0.25  # no evidence yet
+    assert mixture.weight({}, {}) == 0.25  # no evidence yet: the initial weight
     origins = {i: PRIOR if i < 10 else UNIFORM for i in range(20)}
     good_prior = {1: [(i, float(i)) for i in range(20)]}  # prior-drawn configurations are the best
     bad_prior = {1: [(i, float(20 - i)) for i in range(20)]}
-    assert mixture.weight(origins, good_prior) > 0.8
-    assert mixture.weight(origins, bad_prior) < 0.15
+    assert mixture.weight(origins, good_prior) == 0.5  # the maximum weight
+    assert mixture.weight(origins, bad_prior) == 0.0  # a refuted prior is not drawn from any more
+    # one result of the prior's own configuration is evidence once 4 uniform results share its fidelity
+    probe = {0: PRIOR, **{i: UNIFORM for i in range(1, 5)}}
+    assert mixture.weight(probe, {9: [(0, 5.0), (1, 1.0), (2, 2.0), (3, 3.0)]}) == 0.25  # too few
+    assert mixture.weight(probe, {9: [(0, 5.0), (1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]}) == 0.0
+    # the highest fidelity with evidence decides (lower fidelities mislead on the _terrible variants)
+    mixed = {1: bad_prior[1], 9: [(0, 0.0), (10, 1.0), (11, 2.0), (12, 3.0), (13, 4.0)]}
+    assert mixture.weight(origins, mixed) == 0.5
     # model-origin results are not evidence either way
-    assert mixture.weight({**origins, 99: MODEL}, {1: [*good_prior[1], (99, -1.0)]}) > 0.8
+    assert mixture.weight({**origins, 99: MODEL}, {1: [*good_prior[1], (99, -1.0)]}) == 0.5
 
 
 def test_hyperband_runs_the_prior_alone_at_full_budget_first_and_then_its_brackets() -> None:

@@ -26,7 +26,7 @@ def describe_study(spec: Any, source: str, epoch_time: str | None) -> None:
     from hpo.cli.plan import _render as render_plan
     from hpo.schedulers.brackets import milestones, plan_hyperband
     from hpo.schedulers.mfho import round_plan
-    from hpo.study.build import max_total_epochs, trainer_settings
+    from hpo.study.build import max_total_epochs, prior_from_spec, trainer_settings
     from hpo.study.spec import parse_duration
     from trainers.protocol import get_trainer
 
@@ -40,6 +40,10 @@ def describe_study(spec: Any, source: str, epoch_time: str | None) -> None:
     rng = np.random.default_rng(spec.searcher.seed)
     for i in range(3):
         points[f"sample {i + 1}"] = space.sample(rng)
+    prior = prior_from_spec(spec)
+    if prior is not None:
+        filled = {**points["sample 1"], **prior.values}
+        points = {"prior": {k: v for k, v in filled.items() if space.is_active(k, filled)}, **points}
     resolved = {label: trainer.resolved_config(settings, params) for label, params in points.items()}
     console.print(
         f"[bold green]{source}: valid[/] - study {spec.name}: {space.dimensions} searched parameters, "
@@ -58,6 +62,18 @@ def describe_study(spec: Any, source: str, epoch_time: str | None) -> None:
             table.add_row(key, *cells)
     console.print(table)
     fidelity = spec.fidelity
+    if prior is not None:
+        missing = [k for k in space.unit_names if k not in prior.values]
+        console.print(
+            f"prior: {len(prior.values)} of {space.dimensions} searched parameters"
+            + (f" (the others drawn at random: {', '.join(missing)})" if missing else "")
+            + (
+                f"; hyperband trains it alone to {fidelity.max} epochs first (1 full-budget equivalent)"
+                if spec.scheduler.kind == "hyperband"
+                else "; it is the first configuration"
+            ),
+            highlight=False,
+        )
     rungs = milestones(fidelity.max, fidelity.eta, fidelity.min)
     console.print(f"rungs (epochs): {', '.join(map(str, rungs))}", highlight=False)
     if spec.scheduler.kind in ("hyperband", "mfho-hedge"):

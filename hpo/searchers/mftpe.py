@@ -61,6 +61,9 @@ from hpo.searchers.base import HistorySearcher, finite_loss
 from hpo.searchers.prior import MODEL, PRIOR, UNIFORM, Prior, PriorMixture
 from hpo.space import SearchSpace
 
+#: Default shares of suggestions that are random draws and local refinements (also the study-file defaults).
+RANDOM_FRACTION = 1.0 / 3.0
+LOCAL_FRACTION = 0.4
 #: Bandwidth floor scale in unit-cube coordinates (Optuna's multivariate TPE uses the same 0.2).
 SIGMA0 = 0.2
 
@@ -115,8 +118,8 @@ class MultiFidelityTPESearcher(HistorySearcher):
         space: SearchSpace,
         rng: np.random.Generator,
         *,
-        random_fraction: float = 1.0 / 3.0,
-        local_fraction: float = 0.4,
+        random_fraction: float = RANDOM_FRACTION,
+        local_fraction: float = LOCAL_FRACTION,
         gamma: float = 0.15,
         min_points: int | None = None,
         n_candidates: int = 64,

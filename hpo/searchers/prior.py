@@ -9,16 +9,14 @@ parameters without a prior value are uniform. Categorical parameters are ordered
 
 How a searcher uses it (:class:`PriorMixture`): the first configuration is the prior's own (the recipe the
 user knows gets evaluated), and every "random" draw afterwards comes from the prior with probability
-``weight``, else from the uniform space. The weight starts at ``initial_weight`` (1/4) and follows the
-evidence, so a bad prior is unlearnt: at the highest fidelity with at least ``min_evidence`` results of
-configurations of both origins, each origin's rate of landing in the best third is estimated with add-one
-smoothing, and the weight is the prior's rate over the sum of both rates (PriorBand weighs prior against
-incumbent sampling by such evidence too).
+``weight``, else from the uniform space. The weight starts at ``initial_weight`` (1/4) and then follows the
+evidence (:meth:`PriorMixture.weight`): how prior-drawn configurations rank among uniformly drawn ones at the
+highest fidelity where both were measured, so a bad prior stops being drawn from as soon as its own
+configuration's first report is outranked (PriorBand also weighs prior sampling by such evidence).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -53,7 +51,13 @@ class PriorMixture:
     """Draws from a :class:`Prior` mixed with the uniform space; see the module docstring."""
 
     def __init__(
-        self, prior: Prior, space: SearchSpace, *, initial_weight: float = 0.25, min_evidence: int = 4
+        self,
+        prior: Prior,
+        space: SearchSpace,
+        *,
+        initial_weight: float = 0.25,
+        max_weight: float = 0.5,
+        min_evidence: int = 4,
     ) -> None:
         unknown = sorted(set(prior.values) - set(space.names))
         if unknown:
@@ -62,6 +66,7 @@ class PriorMixture:
         self.space = space
         self.min_evidence = min_evidence
         self.initial_weight = initial_weight
+        self.max_weight = max_weight
         # The centre: a full configuration (prior values, the rest uniform-in-the-middle), then its unit
         # coordinates; coordinates of parameters without a prior value are NaN (uniform).
         filled = {**space.sample(np.random.default_rng(0)), **dict(prior.values)}
@@ -88,18 +93,18 @@ class PriorMixture:
     def weight(self, origins: Mapping[int, str], results: Mapping[int, list[tuple[int, float]]]) -> float:
         """Probability that a random draw comes from the prior, from the evidence so far.
 
-        ``origins``: config id -> origin; ``results``: resource -> [(config id, loss)] in arrival order."""
+        ``origins``: config id -> origin; ``results``: resource -> [(config id, loss)] in arrival order.
+        Evidence is read at the highest fidelity holding at least ``min_evidence`` results of uniformly drawn
+        configurations and one of a prior-drawn one (the prior's own configuration counts: its reports on the
+        way to the full budget rank it at every fidelity). Each prior-drawn result gets the share q of
+        uniform results that beat it; with the mean share q̄, the weight is ``max_weight * max(0, 1 - 2 q̄)``:
+        a prior whose configurations rank at the uniform median or below is no longer drawn from."""
         for resource in sorted(results, reverse=True):
-            rows = [(cid, loss) for cid, loss in results[resource] if origins.get(cid) in (PRIOR, UNIFORM)]
-            counts = {PRIOR: 0, UNIFORM: 0}
-            for cid, _ in rows:
-                counts[origins[cid]] += 1
-            if min(counts.values()) < self.min_evidence:
+            uniform = [loss for cid, loss in results[resource] if origins.get(cid) == UNIFORM]
+            prior = [loss for cid, loss in results[resource] if origins.get(cid) == PRIOR]
+            if len(uniform) < self.min_evidence or not prior:
                 continue
-            ranked = sorted(rows, key=lambda row: row[1])[: max(1, math.ceil(len(rows) / 3))]
-            good = {PRIOR: 0, UNIFORM: 0}
-            for cid, _ in ranked:
-                good[origins[cid]] += 1
-            rate = {o: (good[o] + 1) / (counts[o] + 2) for o in (PRIOR, UNIFORM)}
-            return rate[PRIOR] / (rate[PRIOR] + rate[UNIFORM])
+            beaten = np.sort(np.asarray(uniform))
+            shares = np.searchsorted(beaten, np.asarray(prior), side="left") / len(beaten)
+            return self.max_weight * max(0.0, 1.0 - 2.0 * float(np.mean(shares)))
         return self.initial_weight

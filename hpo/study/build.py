@@ -60,6 +60,7 @@ def searcher_from_spec(spec: StudySpec) -> Searcher:
         options["n_startup_trials"] = spec.searcher.n_startup
     if spec.searcher.kind == "mf-tpe":
         options["random_fraction"] = spec.searcher.random_fraction
+        options["local_fraction"] = spec.searcher.local_fraction
         if spec.searcher.n_startup is not None:
             options["min_points"] = spec.searcher.n_startup
         options["prior"] = prior_from_spec(spec)

@@ -32,6 +32,7 @@ from pydantic import (
 
 from hpo.fields import Count, Real
 from hpo.schedulers import SchedulerOptions, study_scheduler_options
+from hpo.searchers.mftpe import LOCAL_FRACTION, RANDOM_FRACTION
 from hpo.space import FieldError, SearchSpace, parse_space
 
 __all__ = [
@@ -167,22 +168,24 @@ SchedulerSpec = Annotated[
 class SearcherSpec(StrictSpec):
     """Where new configurations come from.
 
-    ``random`` samples the prior; ``tpe`` fits a tree-structured Parzen estimator after ``n_startup`` random
-    configurations; ``mf-tpe`` (BOHB-style) fits it on the largest fidelity with enough results and keeps
-    ``random_fraction`` of proposals random for robustness (BOHB's rho = 1/3). ``n_startup = None`` lets
-    the searcher choose (BOHB: number of searched parameters + 2).
+    ``mf-tpe`` (the default; BOHB-style) fits a TPE on the largest fidelity with enough results, keeps
+    ``random_fraction`` of proposals random for robustness (BOHB's rho = 1/3) and, once its model is on the
+    highest fidelity reached, spends ``local_fraction`` of proposals refining the best configuration there;
+    ``random`` samples the space; ``tpe`` fits Optuna's TPE on the highest fidelity after ``n_startup``
+    random configurations. ``n_startup = None`` lets the searcher choose (mf-tpe: ceil((d + 1) / 0.15)).
     """
 
-    kind: Literal["random", "tpe", "mf-tpe"] = "random"
+    kind: Literal["random", "tpe", "mf-tpe"] = "mf-tpe"
     seed: Count = Field(0, ge=0, le=2**63 - 1)
-    random_fraction: Real = Field(1.0 / 3.0, ge=0.0, le=1.0)
+    random_fraction: Real = Field(RANDOM_FRACTION, ge=0.0, le=1.0)
+    local_fraction: Real = Field(LOCAL_FRACTION, ge=0.0, le=1.0)
     n_startup: Count | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _applies(self) -> SearcherSpec:
-        default_fraction = type(self).model_fields["random_fraction"].default
-        if self.kind != "mf-tpe" and self.random_fraction != default_fraction:
-            raise FieldError(("random_fraction",), f"applies only to kind 'mf-tpe', not '{self.kind}'")
+        for option in ("random_fraction", "local_fraction"):
+            if self.kind != "mf-tpe" and getattr(self, option) != type(self).model_fields[option].default:
+                raise FieldError((option,), f"applies only to kind 'mf-tpe', not '{self.kind}'")
         if self.kind == "random" and self.n_startup is not None:
             raise FieldError(("n_startup",), "applies only to kinds 'tpe' and 'mf-tpe', not 'random'")
         return self
