@@ -285,6 +285,45 @@ def versus_best_peer(cells: dict[str, Any]) -> dict[str, Any]:
     return figures
 
 
+def method_rank(method: str) -> tuple[int, int, str]:
+    """Table order: our pairs (prior variants after their pair), then the peers."""
+    base = method.split("@")[0]
+    if base in PEERS:
+        return (1, list(PEERS).index(base), method)
+    return (0, OURS.index(base) if base in OURS else len(OURS), method)
+
+
+def merge_reports(
+    summary: dict[str, Any], paths: list[Path], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Add the cells of methods this run did not run from earlier reports of the same setting; returns
+    their suggestion timings. Ratios to the best peer are recomputed over the merged cells."""
+    timings: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{path}: cannot read it ({error})") from None
+        setting = old.get("setting", {})
+        if setting.get("seeds") != args.seeds or setting.get("budget_fbe") != args.budget:
+            raise ValueError(
+                f"{path} has seeds {setting.get('seeds')} and budget {setting.get('budget_fbe')}, but this "
+                f"run has {args.seeds} and {args.budget}: only the same setting can be merged"
+            )
+        for grid, benchmarks in old.get("results", {}).items():
+            for benchmark, data in benchmarks.items():
+                target = summary.setdefault(grid, {}).setdefault(benchmark, {"methods": {}})
+                for method, cell in data["methods"].items():
+                    target["methods"].setdefault(method, cell)
+        timings += old.get("timing", [])
+    for grid, benchmarks in summary.items():
+        for data in benchmarks.values():
+            data["methods"] = dict(sorted(data["methods"].items(), key=lambda item: method_rank(item[0])))
+            data["vs_best_peer"] = versus_best_peer(data["methods"])
+        summary[grid] = dict(sorted(benchmarks.items(), key=lambda item: [*TUNING, *HELD_OUT].index(item[0])))
+    return timings
+
+
 def fmt(x: float | None, digits: int = 1) -> str:
     if x is None:
         return "-"
@@ -450,10 +489,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers-python", default=None, help="interpreter for DEHB / Syne Tune peers")
     parser.add_argument("--timing", action="store_true", help="also time one suggestion per searcher")
     parser.add_argument(
-        "--priors", default="none", help="none,good,bad: also run our mf-tpe pairs with these priors"
+        "--priors", default="none", help="none,good,bad: also run the default pair with these priors"
     )
     parser.add_argument("--json-out", type=Path, default=Path("benchmarks/results/search_quality.json"))
     parser.add_argument("--png-dir", type=Path, default=Path("benchmarks/results/search_quality"))
+    parser.add_argument(
+        "--reuse",
+        default="",
+        help="earlier reports (JSON, same seeds and budget) whose methods join the tables when not run now "
+        "(e.g. the slow peers)",
+    )
     args = parser.parse_args(argv)
     console = Console(width=170)
     benchmarks = select_benchmarks(args.benchmarks)
@@ -510,8 +555,8 @@ def main(argv: list[str] | None = None) -> int:
             for prior in priors:
                 if method in PEERS and prior != "none":
                     continue  # no peer here takes a prior
-                if method not in PEERS and prior != "none" and not method.endswith("+mf-tpe"):
-                    continue  # only mf-tpe uses one
+                if method not in PEERS and prior != "none" and method != DEFAULT_PAIR:
+                    continue  # priors are measured on the default pair
                 total += len(benchmarks) * len(grids) * len(seeds)
                 if method in PEERS:
                     continue
@@ -529,6 +574,13 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     order = [m if p == "none" else f"{m}@{p}-prior" for m in methods for p in priors]
     summary = summarise(runs, args.budget, order)
+    reused_timings: list[dict[str, Any]] = []
+    if args.reuse:
+        try:
+            reused_timings = merge_reports(summary, [Path(f) for f in args.reuse.split(",") if f], args)
+        except ValueError as error:
+            console.print(f"error: --reuse: {error}")
+            return 2
     print_tables(summary, console)
     console.print(f"{len(runs)} studies in {elapsed:.0f} s on {args.jobs} processes")
     timings: list[dict[str, Any]] = []
@@ -538,6 +590,9 @@ def main(argv: list[str] | None = None) -> int:
                 timings += time_peer(pythons[method], method, list(TIMING_RESULTS))
         for searcher in sorted({m.split("+")[1] for m in methods if m not in PEERS}):
             timings += [time_ours(searcher, n) for n in TIMING_RESULTS]
+    timed = {t["method"] for t in timings}
+    timings += [t for t in reused_timings if t["method"] not in timed]
+    if timings:
         table = Table(title="seconds per suggestion (median / p90) after N results", title_justify="left")
         table.add_column("searcher")
         for n in TIMING_RESULTS:
@@ -566,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
             "default_pair": DEFAULT_PAIR,
             "skipped": skipped,
             "priors": priors,
+            "reused": args.reuse or "",
             "command": " ".join(["python", "benchmarks/search_quality.py", *(argv or sys.argv[1:])]),
         },
         "machine": {
@@ -576,6 +632,9 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": elapsed,
         "results": summary,
         "timing": timings,
+        "runs": [
+            {k: r[k] for k in ("benchmark", "method", "seed", "max_fidelity", "fbe", "regret")} for r in runs
+        ],
     }
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

@@ -11,7 +11,7 @@ class Counter:
     def __init__(self) -> None:
         self.observed: list[tuple[int, int, float]] = []
 
-    def suggest(self, config_id: int) -> dict[str, Any]:
+    def suggest(self, config_id: int, budget_fraction: float | None = None) -> dict[str, Any]:
         return {"x": config_id}
 
     def observe(self, config_id: int, config: Any, resource: int, loss: float) -> None:

@@ -107,23 +107,38 @@ def test_mf_tpe_random_fraction() -> None:
     assert 0.4 < np.mean(xs) < 0.6
 
 
-def test_mf_tpe_refines_locally_once_the_model_is_on_the_top_fidelity() -> None:
-    # local_fraction 1: every suggestion is the best 9-epoch point (x = 0.1) moved by a small step
+def test_mf_tpe_refines_locally_around_the_best_at_the_top_fidelity() -> None:
+    # local_fraction 1: every suggestion is the best 9-epoch point (x near 0.1) moved by a small step, even
+    # while the model itself is still fitted on the 1-epoch results (min_points 30 > the 24 at 9 epochs)
+    for min_points in (None, 30):
+        searcher = MultiFidelityTPESearcher(
+            UNIT, np.random.default_rng(0), random_fraction=0.0, local_fraction=1.0, min_points=min_points
+        )
+        contradictory(searcher)
+        top = [(cfg, loss) for _, cfg, r, loss in searcher._history if r == 9]
+        best = min(top, key=lambda t: t[1])[0]
+        xs = np.array([searcher.suggest(100 + i)["x"] for i in range(60)])
+        assert np.max(np.abs(xs - best["x"])) < 0.25 and np.median(np.abs(xs - best["x"])) < 0.08
+
+
+def test_mf_tpe_exploits_in_high_start_slots_only_when_others_start_low() -> None:
+    # high_start_local_fraction 1, local_fraction 0, everything else random: configurations whose first job
+    # trains >= 30 % of the budget refine - but only once the study has also started some lower (FIFO, all
+    # at the full budget, keeps exploring)
     searcher = MultiFidelityTPESearcher(
-        UNIT, np.random.default_rng(0), random_fraction=0.0, local_fraction=1.0
+        UNIT, np.random.default_rng(0), random_fraction=1.0, local_fraction=0.0, high_start_local_fraction=1.0
     )
     contradictory(searcher)
-    xs = np.array([searcher.suggest(100 + i)["x"] for i in range(60)])
-    top = [(cfg, loss) for _, cfg, r, loss in searcher._history if r == 9]
-    best = min(top, key=lambda t: t[1])[0]
-    assert np.max(np.abs(xs - best["x"])) < 0.25 and np.median(np.abs(xs - best["x"])) < 0.08
-    # the model on a lower fidelity than the highest observed one never refines (the top is not trusted yet)
-    lower = MultiFidelityTPESearcher(
-        UNIT, np.random.default_rng(0), random_fraction=0.0, local_fraction=1.0, min_points=30
+    fifo = np.array([searcher.suggest(100 + i, budget_fraction=1.0)["x"] for i in range(60)])
+    searcher.suggest(200, budget_fraction=1 / 9)  # a low start (Hyperband's big bracket)
+    high = np.array([searcher.suggest(300 + i, budget_fraction=1 / 3)["x"] for i in range(60)])
+    spread = lambda xs: float(np.median(np.abs(xs - np.median(xs))))  # noqa: E731
+    assert spread(fifo) > 0.15 and spread(high) < 0.05
+    restored = MultiFidelityTPESearcher(
+        UNIT, np.random.default_rng(0), random_fraction=1.0, local_fraction=0.0, high_start_local_fraction=1.0
     )
-    contradictory(lower)
-    assert lower.model_resource() == 1
-    assert np.median([lower.suggest(100 + i)["x"] for i in range(60)]) > 0.7
+    restored.load_state_dict(searcher.state_dict())
+    assert restored.suggest(400, budget_fraction=1.0) == searcher.suggest(400, budget_fraction=1.0)
 
 
 def test_tpe_learns_from_the_highest_observed_fidelity() -> None:

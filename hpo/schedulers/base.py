@@ -190,7 +190,7 @@ class SchedulerCore(ABC):
             return None
         if proposal.trial_id is None:
             trial_id = len(self._trials)
-            config = dict(self.searcher.suggest(trial_id))
+            config = dict(self.searcher.suggest(trial_id, proposal.resource / self.max_resource))
             trial = _Trial(config=config, bracket=proposal.bracket)
             self._trials[trial_id] = trial
             kind = JobKind.START

@@ -25,8 +25,9 @@ class Searcher(Protocol):
     uses one (its first suggestion is then the prior's configuration, and Hyperband evaluates it at the full
     budget first); read it with :func:`searcher_prior`."""
 
-    def suggest(self, config_id: int) -> dict[str, Any]:
-        """A new configuration for trial ``config_id`` (ids are 0, 1, 2, ... in start order)."""
+    def suggest(self, config_id: int, budget_fraction: float | None = None) -> dict[str, Any]:
+        """A new configuration for trial ``config_id`` (ids are 0, 1, 2, ... in start order), whose first job
+        trains ``budget_fraction`` of the full budget (None when the scheduler does not say)."""
         ...
 
     def observe(self, config_id: int, config: Mapping[str, Any], resource: int, loss: float) -> None:

@@ -21,27 +21,23 @@ Rules (BOHB, section 4):
   ``bandwidth_factor``, clipped to [0, 1]; or from the prior); the one maximising l(x) / g(x) is decoded
   with :meth:`SearchSpace.from_unit`;
 * **robustness**: a fraction ``random_fraction`` (1/3) of suggestions are random samples from the prior;
-* **local refinement** (ours, not BOHB's): once the model is fitted on the highest fidelity observed so far
-  (late in a study that is the full budget), a fraction ``local_fraction`` (0.4) of suggestions is the best
-  configuration at that fidelity moved by a Gaussian step of half the good set's bandwidth per coordinate
-  (a trust region that shrinks as the good points converge). The bandwidth floor shrinks as
-  ``SIGMA0 / sqrt(n_good)`` rather than Scott's n^(-1/(d+4)), so the kernels can narrow too.
-
-A **prior** (:mod:`hpo.searchers.prior`; a study file's ``prior:`` section) makes the first suggestion the
-prior's configuration and draws the random share from the prior with a weight that follows the evidence.
-
-Why not Optuna per fidelity: an asynchronous multi-fidelity study starts thousands of configurations (ASHA
-at 150 full-budget equivalents starts ~3,000), and an Optuna ask walks every stored trial in Python, which
-made the search-quality benchmark take hours; this model is a few vectorised lines per suggestion. It also
-lets the fidelity rule above be exact. Inactive conditional parameters (NaN coordinates) contribute no
-kernel factor, and get uniform coordinates in candidates (the decoder then drops them). Categorical
-parameters are treated as ordered coordinates (BOHB uses Aitchison-Aitken kernels; not done here).
+* **local refinement** (ours, not BOHB's): once a model exists, a share of suggestions is the best
+  configuration at the highest fidelity with two or more results, moved by a Gaussian step of half its good
+  set's bandwidth per coordinate (a trust region that shrinks as the good points converge): the share is
+  ``high_start_local_fraction`` (0.9) for a configuration whose first job trains at least ``HIGH_START``
+  (30 %) of the full budget while the study also starts configurations lower (Hyperband's two smallest
+  brackets: expensive slots that no low fidelity screens, so they exploit), and ``local_fraction`` (0.4)
+  otherwise. The bandwidth floor shrinks as ``SIGMA0 / sqrt(n_good)`` rather than Scott's n^(-1/(d+4)), so
+  the kernels can narrow too.
 
 Why local refinement: without it the model plateaued - after 150 full-budget equivalents the median regret of
 hyperband+mf-tpe on mfh3 stayed at 0.008 (Optuna's TPE reaches 0.001), because kernels of width >= 0.1 in
 the unit cube cannot place points closer than that to the optimum. Measured on the tuning functions (8
-seeds, hyperband, 150 FBE; median final regret without -> with): mfh3 0.0080 -> 0.0010, mfh6 0.26 -> 0.12,
-mfh3_terrible 0.024 -> 0.016, mfh6_terrible 0.49 -> 0.26; FBE to regret <= 0.01 on mfh3 71.6 -> 16.2.
+seeds, hyperband, 150 FBE; median final regret without -> with the 0.4 share): mfh3 0.0080 -> 0.0010, mfh6
+0.26 -> 0.12, mfh3_terrible 0.024 -> 0.016, mfh6_terrible 0.49 -> 0.26; FBE to regret <= 0.01 on mfh3 71.6
+-> 16.2. Refining in the high-start slots (0.9) then brought the _terrible variants' FBE to regret <= 0.5
+(mfh6_terrible) from 107 to 52 and regret at 50 FBE from 1.98 to 0.50, at the cost of mfh3's regret at 20
+FBE (0.008 -> 0.038, still below every peer's).
 
 Measured (benchmarks/search_quality.py): BOHB's own settings (Scott's bandwidth floored at 1e-3, widened 3x
 for sampling, no prior) collapsed onto local optima of Hartmann-3 - worse than random search within ASHA;
@@ -64,6 +60,10 @@ from hpo.space import SearchSpace
 #: Default shares of suggestions that are random draws and local refinements (also the study-file defaults).
 RANDOM_FRACTION = 1.0 / 3.0
 LOCAL_FRACTION = 0.4
+HIGH_START_LOCAL_FRACTION = 0.9
+#: A configuration whose first job trains at least this share of the full budget "starts high" (with eta 3:
+#: Hyperband's two smallest brackets).
+HIGH_START = 0.3
 #: Bandwidth floor scale in unit-cube coordinates (Optuna's multivariate TPE uses the same 0.2).
 SIGMA0 = 0.2
 
@@ -120,6 +120,7 @@ class MultiFidelityTPESearcher(HistorySearcher):
         *,
         random_fraction: float = RANDOM_FRACTION,
         local_fraction: float = LOCAL_FRACTION,
+        high_start_local_fraction: float = HIGH_START_LOCAL_FRACTION,
         gamma: float = 0.15,
         min_points: int | None = None,
         n_candidates: int = 64,
@@ -130,8 +131,12 @@ class MultiFidelityTPESearcher(HistorySearcher):
     ) -> None:
         if not 0.0 <= random_fraction <= 1.0:
             raise ValueError(f"random_fraction is {random_fraction}, but must be in [0, 1]")
-        if not 0.0 <= local_fraction <= 1.0:
-            raise ValueError(f"local_fraction is {local_fraction}, but must be in [0, 1]")
+        for option, value in (
+            ("local_fraction", local_fraction),
+            ("high_start_local_fraction", high_start_local_fraction),
+        ):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{option} is {value}, but must be in [0, 1]")
         if not 0.0 < gamma < 1.0:
             raise ValueError(f"gamma is {gamma}, but must be in (0, 1)")
         if space.dimensions == 0:
@@ -150,6 +155,8 @@ class MultiFidelityTPESearcher(HistorySearcher):
         self.rng = rng
         self.random_fraction = random_fraction
         self.local_fraction = local_fraction
+        self.high_start_local_fraction = high_start_local_fraction
+        self._starts_low = False  # has any configuration started below HIGH_START of the budget?
         self.gamma = gamma
         self.min_points = min_points if min_points is not None else default_min
         self.n_candidates = n_candidates
@@ -171,26 +178,28 @@ class MultiFidelityTPESearcher(HistorySearcher):
         ready = [r for r, (_, losses) in self._obs.items() if len(losses) >= self.min_points]
         return max(ready) if ready else None
 
-    def suggest(self, config_id: int) -> dict[str, Any]:
-        config, origin = self._suggest()
+    def suggest(self, config_id: int, budget_fraction: float | None = None) -> dict[str, Any]:
+        if budget_fraction is not None and budget_fraction < HIGH_START:
+            self._starts_low = True
+        config, origin = self._suggest(budget_fraction)
         if self._mixture is not None:
             self._origins[config_id] = origin
         return config
 
-    def _suggest(self) -> tuple[dict[str, Any], str]:
+    def _suggest(self, budget_fraction: float | None) -> tuple[dict[str, Any], str]:
         if self._mixture is not None and not self._origins:
             # The user's own configuration first; parameters without a prior value are drawn at random.
             drawn = {**self.space.sample(self.rng), **dict(self._mixture.prior.values)}
             active = {n: v for n, v in drawn.items() if self.space.is_active(n, drawn)}
             return self.space.validate_config(active), PRIOR
         resource = self.model_resource()
-        if (
-            resource is not None
-            and resource == self._top_resource()
-            and self.rng.random() < self.local_fraction
-        ):
-            vectors, losses = self._obs[resource]
-            return self.space.from_unit(self._refine(np.stack(vectors), np.asarray(losses))), MODEL
+        if resource is not None:
+            starts_high = self._starts_low and budget_fraction is not None and budget_fraction >= HIGH_START
+            share = self.high_start_local_fraction if starts_high else self.local_fraction
+            if self.rng.random() < share:
+                vectors, losses = self._obs[self._top_resource()]
+                if len(losses) >= 2:
+                    return self.space.from_unit(self._refine(np.stack(vectors), np.asarray(losses))), MODEL
         if resource is None or self.rng.random() < self.random_fraction:
             if self._mixture is not None:
                 weight = self._mixture.weight(self._origins, self._by_resource)
@@ -247,6 +256,7 @@ class MultiFidelityTPESearcher(HistorySearcher):
         if self.prior is not None:
             state["prior"] = self.prior.to_dict()
             state["origins"] = [[cid, origin] for cid, origin in self._origins.items()]
+        state["starts_low"] = self._starts_low
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -256,6 +266,7 @@ class MultiFidelityTPESearcher(HistorySearcher):
             raise ValueError(f"state was saved with prior {saved}, but this searcher has prior {mine}")
         super().load_state_dict(state)
         self._origins = {int(cid): str(origin) for cid, origin in state.get("origins", [])}
+        self._starts_low = bool(state.get("starts_low", False))
 
     def _replay(self) -> None:
         self._obs = {}

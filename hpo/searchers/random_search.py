@@ -21,7 +21,7 @@ class RandomSearcher:
         self.space = space
         self.rng = rng
 
-    def suggest(self, config_id: int) -> dict[str, Any]:
+    def suggest(self, config_id: int, budget_fraction: float | None = None) -> dict[str, Any]:
         return self.space.sample(self.rng)
 
     def observe(self, config_id: int, config: Mapping[str, Any], resource: int, loss: float) -> None:

@@ -102,7 +102,7 @@ class TPESearcher(HistorySearcher):
             if r == resource:
                 self._add(config, loss)
 
-    def suggest(self, config_id: int) -> dict[str, Any]:
+    def suggest(self, config_id: int, budget_fraction: float | None = None) -> dict[str, Any]:
         import optuna
 
         seed = int(self.rng.integers(2**31 - 1))

@@ -61,6 +61,7 @@ def searcher_from_spec(spec: StudySpec) -> Searcher:
     if spec.searcher.kind == "mf-tpe":
         options["random_fraction"] = spec.searcher.random_fraction
         options["local_fraction"] = spec.searcher.local_fraction
+        options["high_start_local_fraction"] = spec.searcher.high_start_local_fraction
         if spec.searcher.n_startup is not None:
             options["min_points"] = spec.searcher.n_startup
         options["prior"] = prior_from_spec(spec)

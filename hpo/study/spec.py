@@ -32,7 +32,7 @@ from pydantic import (
 
 from hpo.fields import Count, Real
 from hpo.schedulers import SchedulerOptions, study_scheduler_options
-from hpo.searchers.mftpe import LOCAL_FRACTION, RANDOM_FRACTION
+from hpo.searchers.mftpe import HIGH_START_LOCAL_FRACTION, LOCAL_FRACTION, RANDOM_FRACTION
 from hpo.space import FieldError, SearchSpace, parse_space
 
 __all__ = [
@@ -170,7 +170,8 @@ class SearcherSpec(StrictSpec):
 
     ``mf-tpe`` (the default; BOHB-style) fits a TPE on the largest fidelity with enough results, keeps
     ``random_fraction`` of proposals random for robustness (BOHB's rho = 1/3) and, once its model is on the
-    highest fidelity reached, spends ``local_fraction`` of proposals refining the best configuration there;
+    highest fidelity reached, spends ``local_fraction`` of proposals (``high_start_local_fraction`` of those
+    that start at >= 30 % of the budget, e.g. Hyperband's small brackets) refining the best configuration;
     ``random`` samples the space; ``tpe`` fits Optuna's TPE on the highest fidelity after ``n_startup``
     random configurations. ``n_startup = None`` lets the searcher choose (mf-tpe: ceil((d + 1) / 0.15)).
     """
@@ -179,11 +180,12 @@ class SearcherSpec(StrictSpec):
     seed: Count = Field(0, ge=0, le=2**63 - 1)
     random_fraction: Real = Field(RANDOM_FRACTION, ge=0.0, le=1.0)
     local_fraction: Real = Field(LOCAL_FRACTION, ge=0.0, le=1.0)
+    high_start_local_fraction: Real = Field(HIGH_START_LOCAL_FRACTION, ge=0.0, le=1.0)
     n_startup: Count | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _applies(self) -> SearcherSpec:
-        for option in ("random_fraction", "local_fraction"):
+        for option in ("random_fraction", "local_fraction", "high_start_local_fraction"):
             if self.kind != "mf-tpe" and getattr(self, option) != type(self).model_fields[option].default:
                 raise FieldError((option,), f"applies only to kind 'mf-tpe', not '{self.kind}'")
         if self.kind == "random" and self.n_startup is not None:
