@@ -268,7 +268,7 @@ def versus_best_peer(cells: dict[str, Any]) -> dict[str, Any]:
         return ours / best if best > 0 else (1.0 if ours <= 0 else math.inf)
 
     figures: dict[str, Any] = {}
-    keys = [("fbe_to_0.1", lambda c: c["fbe_to"]["0.1"]["median"])]
+    keys = [(f"fbe_to_{t}", lambda c, t=t: c["fbe_to"][str(t)]["median"]) for t in THRESHOLDS]
     keys += [
         (f"regret_at_{k}", lambda c, k=k: c["regret_at"][k]) for k in next(iter(cells.values()))["regret_at"]
     ]
@@ -363,6 +363,42 @@ def print_tables(summary: dict[str, Any], console: Console) -> None:
                 label = method + (" (default)" if method == DEFAULT_PAIR else "")
                 table.add_row(label, *reach, *regrets, ratios)
             console.print(table)
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The README's tables: per grid and figure, functions x methods, and the default pair's ratio to the
+    best peer on each function."""
+    figures = [
+        ("FBE to regret <= 0.5 (share of seeds)", "fbe:0.5"),
+        ("FBE to regret <= 0.1 (share of seeds)", "fbe:0.1"),
+        ("regret at 20 FBE", "regret_at_20.0"),
+        ("regret at 150 FBE", "regret_at_150.0"),
+    ]
+    out = []
+    for grid, benchmarks in summary.items():
+        methods = list(dict.fromkeys(m for data in benchmarks.values() for m in data["methods"]))
+        for title, key in figures:
+            out.append(f"R = {grid}, {title}:\n")
+            out.append("| function | " + " | ".join(methods) + " | default / best peer |")
+            out.append("|---" * (len(methods) + 2) + "|")
+            for benchmark, data in benchmarks.items():
+                cells = []
+                for method in methods:
+                    cell = data["methods"].get(method)
+                    if cell is None:
+                        cells.append("")
+                    elif key.startswith("fbe:"):
+                        reach = cell["fbe_to"][key.removeprefix("fbe:")]
+                        cells.append(f"{fmt(reach['median'])} ({reach['share']:.0%})")
+                    else:
+                        cells.append(fmt(cell["regret_at"].get(key.removeprefix("regret_at_")), 3))
+                figure = key.replace("fbe:", "fbe_to_")
+                vs = data.get("vs_best_peer", {}).get(figure)
+                ratio = fmt(vs["ratios"].get(DEFAULT_PAIR), 2) if vs else "-"
+                split = "" if benchmark in TUNING else " (held-out)"
+                out.append(f"| {benchmark}{split} | " + " | ".join(cells) + f" | {ratio} |")
+            out.append("")
+    return "\n".join(out)
 
 
 def plot(summary: dict[str, Any], directory: Path) -> list[Path]:
@@ -493,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json-out", type=Path, default=Path("benchmarks/results/search_quality.json"))
     parser.add_argument("--png-dir", type=Path, default=Path("benchmarks/results/search_quality"))
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the tables as Markdown")
     parser.add_argument(
         "--reuse",
         default="",
@@ -638,6 +675,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    if args.markdown is not None:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(markdown(summary), encoding="utf-8")
     pngs = plot(summary, args.png_dir)
     console.print(
         f"wrote {args.json_out}"
