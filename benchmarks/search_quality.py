@@ -395,6 +395,8 @@ def markdown(summary: dict[str, Any]) -> str:
                 figure = key.replace("fbe:", "fbe_to_")
                 vs = data.get("vs_best_peer", {}).get(figure)
                 ratio = fmt(vs["ratios"].get(DEFAULT_PAIR), 2) if vs else "-"
+                if vs and vs["best_peer_value"] is None and vs["ratios"].get(DEFAULT_PAIR) == 0.0:
+                    ratio = "no peer gets there"
                 split = "" if benchmark in TUNING else " (held-out)"
                 out.append(f"| {benchmark}{split} | " + " | ".join(cells) + f" | {ratio} |")
             out.append("")
