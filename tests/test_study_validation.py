@@ -247,7 +247,7 @@ def test_a_malformed_study_is_one_line_and_writes_nothing(tmp_path: Path, case: 
     ("bundled", "plan"),
     [
         ("demo.yaml", "each round (configurations at epochs): 9 at 1 -> 3 at 3 -> 1 at 9"),
-        ("mfho.yaml", "mfho-hedge uses these brackets but not these counts"),
+        ("mfho.yaml", "hyperband trains it alone to 81 epochs first"),
         ("hyperband.yaml", "one pass: 1581 epochs"),
     ],
 )
@@ -256,3 +256,17 @@ def test_validate_prints_the_plan_of_each_scheduler(bundled: str, plan: str) -> 
     assert result.exit_code == 0, result.output
     assert plan in " ".join(result.stdout.split()), result.stdout
     assert "budget:" in result.stdout
+
+
+def test_validate_explains_the_hedge(tmp_path: Path) -> None:
+    from search_spaces import BUNDLED_DIR
+
+    study = yaml.safe_load((BUNDLED_DIR / "mfho.yaml").read_text(encoding="utf-8"))
+    study["scheduler"] = {"kind": "mfho-hedge"}
+    path = tmp_path / "hedge.yaml"
+    path.write_text(yaml.safe_dump(study), encoding="utf-8")
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "mfho-hedge uses these brackets but not these counts" in text
+    assert "it is the first configuration" in text  # the prior, without Hyperband's probe
