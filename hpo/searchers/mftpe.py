@@ -15,8 +15,8 @@ Rules (BOHB, section 4):
 * **good / bad split**: observations sorted by loss, the best ``max(d + 1, floor(gamma n))`` are "good" and
   the worst ``max(d + 1, floor((1 - gamma) n))`` "bad" (``gamma`` = 0.15);
 * **densities**: l(x) and g(x) are products of Gaussian kernels per coordinate of
-  :meth:`SearchSpace.to_unit`, bandwidth max(std, 0.2) n^(-1/(d+4)) (Scott's rule with Optuna's
-  multivariate-TPE floor), each mixed with the uniform prior at weight ``prior_weight`` (1, as Optuna);
+  :meth:`SearchSpace.to_unit`, bandwidth max(std n^(-1/(d+4)), 0.2 / sqrt(n)) (Scott's rule with a
+  floor from Optuna's multivariate-TPE 0.2 that shrinks with n), each mixed with the uniform prior at weight ``prior_weight`` (1, as Optuna);
 * **proposal**: ``n_candidates`` (64) points drawn from l(x) (around random good points, bandwidth times
   ``bandwidth_factor``, clipped to [0, 1]; or from the prior); the one maximising l(x) / g(x) is decoded
   with :meth:`SearchSpace.from_unit`;
@@ -35,9 +35,9 @@ hyperband+mf-tpe on mfh3 stayed at 0.008 (Optuna's TPE reaches 0.001), because k
 the unit cube cannot place points closer than that to the optimum. Measured on the tuning functions (8
 seeds, hyperband, 150 FBE; median final regret without -> with the 0.4 share): mfh3 0.0080 -> 0.0010, mfh6
 0.26 -> 0.12, mfh3_terrible 0.024 -> 0.016, mfh6_terrible 0.49 -> 0.26; FBE to regret <= 0.01 on mfh3 71.6
--> 16.2. Refining in the high-start slots (0.9) then brought the _terrible variants' FBE to regret <= 0.5
-(mfh6_terrible) from 107 to 52 and regret at 50 FBE from 1.98 to 0.50, at the cost of mfh3's regret at 20
-FBE (0.008 -> 0.038, still below every peer's).
+-> 16.2. Refining in the high-start slots (0.9) and around the top fidelity's best then took (10 seeds,
+search_quality.py) mfh6_terrible's FBE to regret <= 0.5 from 109.7 to 57.6 and its regret at 50 FBE from
+2.05 to 0.66, and mfh3's regret at 20 FBE from 0.015 to 0.0078.
 
 Measured (benchmarks/search_quality.py): BOHB's own settings (Scott's bandwidth floored at 1e-3, widened 3x
 for sampling, no prior) collapsed onto local optima of Hartmann-3 - worse than random search within ASHA;
