@@ -16,7 +16,8 @@ Rules (BOHB, section 4):
   the worst ``max(d + 1, floor((1 - gamma) n))`` "bad" (``gamma`` = 0.15);
 * **densities**: l(x) and g(x) are products of Gaussian kernels per coordinate of
   :meth:`SearchSpace.to_unit`, bandwidth max(std n^(-1/(d+4)), 0.2 / sqrt(n)) (Scott's rule with a
-  floor from Optuna's multivariate-TPE 0.2 that shrinks with n), each mixed with the uniform prior at weight ``prior_weight`` (1, as Optuna);
+  floor from Optuna's multivariate-TPE 0.2 that shrinks with n), each mixed with the uniform prior at
+  weight ``prior_weight`` (1, as Optuna);
 * **proposal**: ``n_candidates`` (64) points drawn from l(x) (around random good points, bandwidth times
   ``bandwidth_factor``, clipped to [0, 1]; or from the prior); the one maximising l(x) / g(x) is decoded
   with :meth:`SearchSpace.from_unit`;
