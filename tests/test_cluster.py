@@ -108,6 +108,10 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
     # Nodes run jobs with the Python they find on PATH: this venv's, as a cluster image would have it.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
+    # Temporary files of the nodes' processes (multiprocessing's pymp-* listener folders, which a killed
+    # process never removes) stay in the test's folder instead of /tmp.
+    (folder / "tmp").mkdir()
+    env["TMPDIR"] = str(folder / "tmp")
     port, dashboard = _free_port(), _free_port()
     groups: list[int] = []
     try:
