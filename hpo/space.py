@@ -340,16 +340,21 @@ class SearchSpace:
 
     # -- sampling --
 
-    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+    def sample(self, rng: np.random.Generator, fixed: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """A random configuration: each active parameter drawn from its own prior, inactive ones omitted.
 
         Parents are drawn before children so a child's condition sees its parent's value; the result is in
         definition order. Ints are uniform over ``low..high`` (log ints uniform in log space, then rounded).
+        ``fixed`` values (e.g. a prior's) replace the draws of their parameters - the draws still happen,
+        so the generator advances exactly as without - and decide which children are active.
         """
+        fixed = fixed or {}
         values: dict[str, Any] = {}
         for name in self._order:
             if self.is_active(name, values):
                 values[name] = _draw(self.params[name], rng)
+                if name in fixed:
+                    values[name] = fixed[name]
         return {name: values[name] for name in self.params if name in values}
 
     # -- unit cube --

@@ -91,6 +91,23 @@ def test_the_first_suggestion_is_the_prior_and_draws_follow_its_confidence() -> 
     assert abs(np.mean(draws[:, 1]) - 0.5) < 0.05  # y has no prior value: uniform
 
 
+def test_a_prior_parent_value_activates_its_children_in_the_first_configuration() -> None:
+    from hpo.space import CategoricalParam, Condition
+
+    space = SearchSpace(
+        {
+            "pool": CategoricalParam(choices=["mean", "attention"]),
+            "heads": CategoricalParam(
+                choices=[4, 8], condition=Condition(parent="pool", values=["attention"])
+            ),
+        }
+    )
+    prior = Prior(values={"pool": "attention"}, confidence={})
+    for seed in range(10):  # whatever the generator would have drawn for pool, heads is drawn too
+        first = MultiFidelityTPESearcher(space, np.random.default_rng(seed), prior=prior).suggest(0)
+        assert first["pool"] == "attention" and first["heads"] in (4, 8)
+
+
 def test_the_prior_weight_follows_the_evidence() -> None:
     mixture = PriorMixture(Prior(values={"x": 0.8}, confidence={}), UNIT)
     assert mixture.weight({}, {}) == 0.25  # no evidence yet: the initial weight

@@ -90,6 +90,22 @@ def test_categoricals_refuse_mixed_types(choices: list[object]) -> None:
         CategoricalParam(choices=choices)
 
 
+def test_sample_with_fixed_values_draws_the_children_they_activate() -> None:
+    space = conditional_space()
+    for seed in range(20):
+        plain = space.sample(np.random.default_rng(seed))
+        fixed = space.sample(np.random.default_rng(seed), fixed={"model.pool": "attention", "model.heads": 8})
+        # the fixed parents activate their children, which are drawn; the result is a valid configuration
+        assert fixed["model.pool"] == "attention" and fixed["model.heads"] == 8
+        assert fixed["model.head_dim"] in (32, 64)
+        assert space.validate_config(fixed) == fixed
+        # a fixed value replaces its draw but the generator advances as without: unrelated draws agree
+        assert fixed["optim.lr"] == plain["optim.lr"] and fixed["loss.margin"] == plain["loss.margin"]
+    # a fixed value of a parameter its condition leaves inactive is not in the configuration
+    mean = space.sample(np.random.default_rng(0), fixed={"model.pool": "mean", "model.heads": 8})
+    assert "model.heads" not in mean
+
+
 def test_conditionals_are_omitted_when_inactive_and_present_when_active() -> None:
     space = conditional_space()
     rng = np.random.default_rng(3)

@@ -42,8 +42,8 @@ def describe_study(spec: Any, source: str, epoch_time: str | None) -> None:
         points[f"sample {i + 1}"] = space.sample(rng)
     prior = prior_from_spec(spec)
     if prior is not None:
-        filled = {**points["sample 1"], **prior.values}
-        points = {"prior": {k: v for k, v in filled.items() if space.is_active(k, filled)}, **points}
+        first = prior.configuration(space, np.random.default_rng(spec.searcher.seed))
+        points = {"prior": first, **points}
     resolved = {label: trainer.resolved_config(settings, params) for label, params in points.items()}
     console.print(
         f"[bold green]{source}: valid[/] - study {spec.name}: {space.dimensions} searched parameters, "

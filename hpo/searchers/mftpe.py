@@ -168,15 +168,14 @@ class MultiFidelityTPESearcher(HistorySearcher):
         self.prior_weight = prior_weight
         self.prior = prior
         self._mixture = PriorMixture(prior, space) if prior is not None else None
-        # resource -> (unit vectors, losses) in arrival order, and (config id, loss) for the prior's evidence
-        self._obs: dict[int, tuple[list[np.ndarray], list[float]]] = {}
-        self._by_resource: dict[int, list[tuple[int, float]]] = {}
+        # resource -> (config ids, unit vectors, losses) in arrival order
+        self._obs: dict[int, tuple[list[int], list[np.ndarray], list[float]]] = {}
         self._history: list[tuple[int, dict[str, Any], int, float]] = []
         self._origins: dict[int, str] = {}  # config id -> prior / uniform / model (kept with a prior only)
 
     def model_resource(self) -> int | None:
         """The fidelity the next model is fitted on: the highest with >= ``min_points`` results."""
-        ready = [r for r, (_, losses) in self._obs.items() if len(losses) >= self.min_points]
+        ready = [r for r, (_, _, losses) in self._obs.items() if len(losses) >= self.min_points]
         return max(ready) if ready else None
 
     def suggest(self, config_id: int, budget_fraction: float | None = None) -> dict[str, Any]:
@@ -190,30 +189,31 @@ class MultiFidelityTPESearcher(HistorySearcher):
     def _suggest(self, budget_fraction: float | None) -> tuple[dict[str, Any], str]:
         if self._mixture is not None and not self._origins:
             # The user's own configuration first; parameters without a prior value are drawn at random.
-            drawn = {**self.space.sample(self.rng), **dict(self._mixture.prior.values)}
-            active = {n: v for n, v in drawn.items() if self.space.is_active(n, drawn)}
-            return self.space.validate_config(active), PRIOR
+            return self._mixture.prior.configuration(self.space, self.rng), PRIOR
         resource = self.model_resource()
         if resource is not None:
             starts_high = self._starts_low and budget_fraction is not None and budget_fraction >= HIGH_START
             share = self.high_start_local_fraction if starts_high else self.local_fraction
             if self.rng.random() < share:
-                vectors, losses = self._obs[self._top_resource()]
+                _, vectors, losses = self._obs[self._top_resource()]
                 if len(losses) >= 2:
                     return self.space.from_unit(self._refine(np.stack(vectors), np.asarray(losses))), MODEL
         if resource is None or self.rng.random() < self.random_fraction:
             if self._mixture is not None:
-                weight = self._mixture.weight(self._origins, self._by_resource)
+                results = {
+                    r: list(zip(ids, losses, strict=True)) for r, (ids, _, losses) in self._obs.items()
+                }
+                weight = self._mixture.weight(self._origins, results)
                 if self.rng.random() < weight:
                     return self.space.from_unit(self._mixture.sample_unit(self.rng)), PRIOR
             return self.space.sample(self.rng), UNIFORM
-        vectors, losses = self._obs[resource]
+        _, vectors, losses = self._obs[resource]
         return self.space.from_unit(self._propose(np.stack(vectors), np.asarray(losses))), MODEL
 
     def _top_resource(self) -> int:
         """The highest fidelity with at least two results (a single one, e.g. the prior probe's full-budget
         result, does not yet say the lower fidelities' model is stale)."""
-        return max((r for r, (_, losses) in self._obs.items() if len(losses) > 1), default=min(self._obs))
+        return max((r for r, (_, _, losses) in self._obs.items() if len(losses) > 1), default=min(self._obs))
 
     def _refine(self, points: np.ndarray, losses: np.ndarray) -> np.ndarray:
         """The best point moved by a Gaussian step of half the good set's bandwidth (local refinement)."""
@@ -247,10 +247,10 @@ class MultiFidelityTPESearcher(HistorySearcher):
         self._add(config_id, config, int(resource), loss)
 
     def _add(self, config_id: int, config: Mapping[str, Any], resource: int, loss: float) -> None:
-        vectors, losses = self._obs.setdefault(resource, ([], []))
+        ids, vectors, losses = self._obs.setdefault(resource, ([], [], []))
+        ids.append(config_id)
         vectors.append(self.space.to_unit(config))
         losses.append(loss if math.isfinite(loss) else np.finfo(np.float64).max)
-        self._by_resource.setdefault(resource, []).append((config_id, losses[-1]))
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
@@ -271,6 +271,5 @@ class MultiFidelityTPESearcher(HistorySearcher):
 
     def _replay(self) -> None:
         self._obs = {}
-        self._by_resource = {}
         for config_id, config, resource, loss in self._history:
             self._add(config_id, config, resource, loss)

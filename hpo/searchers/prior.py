@@ -39,6 +39,11 @@ class Prior:
     values: Mapping[str, Any]
     confidence: Mapping[str, str]
 
+    def configuration(self, space: SearchSpace, rng: np.random.Generator) -> dict[str, Any]:
+        """The prior's own configuration in ``space``: its values, every other active parameter drawn with
+        ``rng``. With a fresh searcher generator this is the first configuration the study trains."""
+        return space.validate_config(space.sample(rng, fixed=self.values))
+
     def to_dict(self) -> dict[str, Any]:
         return {"values": dict(self.values), "confidence": dict(self.confidence)}
 
@@ -67,13 +72,9 @@ class PriorMixture:
         self.min_evidence = min_evidence
         self.initial_weight = initial_weight
         self.max_weight = max_weight
-        # The centre: a full configuration (prior values, the rest uniform-in-the-middle), then its unit
-        # coordinates; coordinates of parameters without a prior value are NaN (uniform).
-        filled = {**space.sample(np.random.default_rng(0)), **dict(prior.values)}
-        self.center_config = space.validate_config(
-            {n: v for n, v in filled.items() if space.is_active(n, filled)}
-        )
-        centre = space.to_unit(self.center_config)
+        # The centre: the unit coordinates of a configuration holding the prior's values; coordinates of
+        # parameters without a prior value are NaN (uniform).
+        centre = space.to_unit(prior.configuration(space, np.random.default_rng(0)))
         stds = np.full(space.dimensions, np.nan)
         for i, name in enumerate(space.unit_names):
             if name in prior.values:

@@ -15,7 +15,6 @@ class RandomSearcher:
     """Draws configurations with :meth:`SearchSpace.sample` from the generator passed in; learns nothing."""
 
     name = "random"
-    prior = None  # no prior support: only mf-tpe uses one
 
     def __init__(self, space: SearchSpace, rng: np.random.Generator) -> None:
         self.space = space

@@ -55,7 +55,6 @@ class TPESearcher(HistorySearcher):
     (Optuna's default 10); ``multivariate=True`` models parameter interactions (Falkner et al. 2018)."""
 
     name = "tpe"
-    prior = None  # no prior support: only mf-tpe uses one
 
     def __init__(
         self,

@@ -62,10 +62,10 @@ def validate_study(spec: StudySpec, *, source: str = "<study>") -> None:
         except FieldError as error:
             raise StudyError(source, error.message, field=error.field) from None
         assert prior is not None
-        point = {**next(probe_points(spec.space))[0], **prior.values}
-        active = {n: v for n, v in point.items() if spec.space.is_active(n, point)}
+        # exactly the configuration the study trains first (the searcher's generator, fresh)
+        first = prior.configuration(spec.space, np.random.default_rng(spec.searcher.seed))
         try:
-            trainer.check(settings, active)
+            trainer.check(settings, first)
         except TrainerConfigError as error:
             raise StudyError(
                 source, f"prior: the trainer refuses the prior's configuration: {error}", field="prior"
