@@ -98,6 +98,16 @@ def test_mf_tpe_default_min_points_waits_for_a_real_good_set() -> None:
     assert MultiFidelityTPESearcher(UNIT, np.random.default_rng(0), gamma=0.5).min_points == 6
 
 
+def test_mf_tpe_default_min_points_is_capped_for_larger_spaces() -> None:
+    # ceil((d + 1) / 0.15) would be 47 for d = 6 and 107 for d = 15: capped at 27 (MAX_MIN_POINTS), so a
+    # larger space's model still moves up from the lowest rung; never below BOHB's d + 2
+    def min_points(d: int) -> int:
+        space = parse_space({f"x{i}": {"type": "float", "low": 0, "high": 1} for i in range(d)})
+        return MultiFidelityTPESearcher(space, np.random.default_rng(0)).min_points
+
+    assert (min_points(3), min_points(6), min_points(15), min_points(30)) == (27, 27, 27, 32)
+
+
 def test_mf_tpe_random_fraction() -> None:
     searcher = MultiFidelityTPESearcher(
         UNIT, np.random.default_rng(0), random_fraction=1.0, local_fraction=0.0
