@@ -29,11 +29,16 @@ the best peer on that function (ratio < 1: ours is better). A PNG per function (
 regret against FBE). ``--timing`` measures the wall-clock cost of one suggestion of each searcher after
 100 / 1,000 / 5,000 results, ours in-process and the peers' through peers.py.
 
+``--fidelity data_fraction`` benchmarks the data-subset fidelity (``fidelity.resource: data_fraction``): the
+Hartmann functions' fidelity z is read as the share of the training data, a rung trains the whole
+schedule, so every job - promotions too - trains from scratch and pays its whole fidelity; DEHB retraining
+is the comparable peer (Optuna's and Syne Tune's trials continue, which a data fraction cannot).
+
 Needs the ``bench`` extra (``make bench``: mf-prior-bench installed with --no-deps; matplotlib for PNGs).
 
     python benchmarks/search_quality.py [--seeds 10] [--budget 150] [--grids 100,81]
         [--benchmarks tuning|held-out|all|mfh3,...] [--methods hyperband+mf-tpe,...,optuna-tpe-sh,...]
-        [--jobs 2] [--timing] [--peers-python .venv-peers/bin/python]
+        [--jobs 2] [--timing] [--peers-python .venv-peers/bin/python] [--fidelity epochs|data_fraction]
         [--json-out benchmarks/results/search_quality.json] [--png-dir benchmarks/results/search_quality]
 """
 
@@ -92,6 +97,10 @@ PEERS = {
     "syne-bohb": "syne_tune",
 }
 DEFAULT_METHODS = ("fifo+random", "hyperband+mf-tpe", "asha+mf-tpe", "mfho-hedge+mf-tpe", *PEERS)
+#: With ``--fidelity data_fraction`` (a whole schedule per rung: every job trains from scratch) only peers
+#: that charge every job in full are comparable, and only our schedulers whose jobs end at rungs apply.
+RETRAINING_PEERS = ("dehb-retrain",)
+STOPS_MIDWAY = ("mfho-hedge", "asha-stopping")
 TIMING_RESULTS = (100, 1000, 5000)
 GRID_POINTS = 301
 
@@ -122,9 +131,17 @@ def benchmark_prior(problem: Any, kind: str, seed: int) -> Prior | None:
 
 
 def run_ours(
-    benchmark: str, method: str, seed: int, budget: float, grid: int, prior: str = "none"
+    benchmark: str,
+    method: str,
+    seed: int,
+    budget: float,
+    grid: int,
+    prior: str = "none",
+    retrain: bool = False,
 ) -> dict[str, Any]:
-    """One study of our pair: the FBE at which each new best full-fidelity result arrived, and its regret."""
+    """One study of our pair: the FBE at which each new best full-fidelity result arrived, and its regret.
+    ``retrain``: the fidelity is a data fraction (``fidelity.resource: data_fraction``), so every job trains
+    from scratch and pays its whole target."""
     scheduler, searcher = method.split("+")
     problem = mfpbench_problem(benchmark, seed=seed, max_fidelity=grid)
     rng = np.random.default_rng(seed)
@@ -136,6 +153,7 @@ def run_ours(
         reduction_factor=ETA,
         mode="min",
         max_total_resource=int(budget * grid),
+        retrain=retrain,
     )
     started = time.perf_counter()
     result = simulate(core, problem.curve, study=f"{benchmark}-{method}-{seed}")
@@ -155,7 +173,7 @@ def run_ours(
         "regret": regret,
         "trials": core.num_trials,
         "seconds": time.perf_counter() - started,
-        "accounting": "resume",
+        "accounting": "retrain" if retrain else "resume",
     }
 
 
@@ -305,6 +323,10 @@ def merge_reports(
         except (OSError, ValueError) as error:
             raise ValueError(f"{path}: cannot read it ({error})") from None
         setting = old.get("setting", {})
+        if setting.get("fidelity", "epochs") != args.fidelity:
+            raise ValueError(
+                f"{path} was run with --fidelity {setting.get('fidelity', 'epochs')}, not {args.fidelity}"
+            )
         if setting.get("seeds") != args.seeds or setting.get("budget_fbe") != args.budget:
             raise ValueError(
                 f"{path} has seeds {setting.get('seeds')} and budget {setting.get('budget_fbe')}, but this "
@@ -527,6 +549,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers-python", default=None, help="interpreter for DEHB / Syne Tune peers")
     parser.add_argument("--timing", action="store_true", help="also time one suggestion per searcher")
     parser.add_argument(
+        "--fidelity",
+        choices=("epochs", "data_fraction"),
+        default="epochs",
+        help="data_fraction: every job trains a whole schedule from scratch (fidelity.resource: "
+        "data_fraction)",
+    )
+    parser.add_argument(
         "--priors", default="none", help="none,good,bad: also run the default pair with these priors"
     )
     parser.add_argument("--json-out", type=Path, default=Path("benchmarks/results/search_quality.json"))
@@ -540,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     console = Console(width=170)
+    retrain = args.fidelity == "data_fraction"
     benchmarks = select_benchmarks(args.benchmarks)
     methods = [m for m in args.methods.split(",") if m]
     try:
@@ -569,6 +599,12 @@ def main(argv: list[str] | None = None) -> int:
                 skipped[method] = f"{PEERS[method]} is not installed (make bench-peers)"
             else:
                 pythons[method] = python
+    if retrain:
+        for method in methods:
+            if method in PEERS and method not in RETRAINING_PEERS:
+                skipped[method] = "continues its trials, which a data-fraction fidelity cannot"
+            elif method.split("+")[0] in STOPS_MIDWAY:
+                skipped[method] = "stops trials within a job, which a data-fraction fidelity cannot"
     for method, why in skipped.items():
         console.print(f"note: skipping {method}: {why}")
     methods = [m for m in methods if m not in skipped]
@@ -602,7 +638,9 @@ def main(argv: list[str] | None = None) -> int:
                 for grid in grids:
                     for b in benchmarks:
                         for seed in seeds:
-                            futures.append(pool.submit(run_ours, b, method, seed, args.budget, grid, prior))
+                            futures.append(
+                                pool.submit(run_ours, b, method, seed, args.budget, grid, prior, retrain)
+                            )
         for future in as_completed(futures):
             result = future.result()
             runs.extend(result if isinstance(result, list) else [result])
@@ -660,6 +698,7 @@ def main(argv: list[str] | None = None) -> int:
             "default_pair": DEFAULT_PAIR,
             "skipped": skipped,
             "priors": priors,
+            "fidelity": args.fidelity,
             "reused": args.reuse or "",
             "command": " ".join(["python", "benchmarks/search_quality.py", *(argv or sys.argv[1:])]),
         },

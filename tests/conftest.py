@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,18 @@ def small_root(small_dataset: tuple[Path, SynthSummary]) -> Path:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Content-keyed caches (the CLIP identity memory) go to a per-session temp folder, never to ~/.cache."""
     monkeypatch.setenv("AGVP_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A folder under /tmp with a short path (Ray's socket paths must stay under 108 bytes), removed after
+    the test with any Ray instance the test started shut down."""
+    folder = Path(tempfile.mkdtemp(prefix="agvp-", dir="/tmp"))
+    try:
+        yield folder
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        shutil.rmtree(folder, ignore_errors=True)

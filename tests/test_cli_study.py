@@ -18,7 +18,7 @@ from hpo.study import parse_study
 from hpo.study.analysis import best_config_yaml, best_trials, trial_table
 from hpo.study.build import core_from_spec, max_total_epochs, trainer_settings
 from hpo.study.folder import StudyFolder
-from trainers.protocol import CHECKPOINT_FILE, CheckpointError, NonFiniteLossError, get_trainer
+from trainers.protocol import CHECKPOINT_FILE, Budget, CheckpointError, NonFiniteLossError, get_trainer
 from trainers.tfclip.config import load_config, trial_config
 
 runner = CliRunner()
@@ -128,12 +128,12 @@ def test_synthetic_trainer_resumes_exactly_and_fails_on_request(tmp_path: Path) 
     trainer = get_trainer("synthetic")
     reports: list[dict[str, Any]] = []
     trainer.fit(
-        {}, {"x": 0.3}, max_epochs=2, checkpoint_dir=tmp_path, resume_from=None, report=reports.append
+        {}, {"x": 0.3}, budget=Budget(2), checkpoint_dir=tmp_path, resume_from=None, report=reports.append
     )
     trainer.fit(
         {},
         {"x": 0.3},
-        max_epochs=4,
+        budget=Budget(4),
         checkpoint_dir=tmp_path,
         resume_from=tmp_path / CHECKPOINT_FILE,
         report=reports.append,
@@ -144,7 +144,7 @@ def test_synthetic_trainer_resumes_exactly_and_fails_on_request(tmp_path: Path) 
         trainer.fit(
             {},
             {"x": 0.4},
-            max_epochs=5,
+            budget=Budget(5),
             checkpoint_dir=tmp_path / "b",
             resume_from=tmp_path / CHECKPOINT_FILE,
             report=reports.append,
@@ -153,7 +153,7 @@ def test_synthetic_trainer_resumes_exactly_and_fails_on_request(tmp_path: Path) 
         trainer.fit(
             {},
             {"crash": True},
-            max_epochs=3,
+            budget=Budget(3),
             checkpoint_dir=tmp_path / "c",
             resume_from=None,
             report=reports.append,
@@ -162,11 +162,25 @@ def test_synthetic_trainer_resumes_exactly_and_fails_on_request(tmp_path: Path) 
         trainer.fit(
             {},
             {"diverge": True},
-            max_epochs=3,
+            budget=Budget(3),
             checkpoint_dir=tmp_path / "d",
             resume_from=None,
             report=reports.append,
         )
+    # a smaller data fraction lowers the curve; the budget refuses nonsense
+    low: list[dict[str, Any]] = []
+    trainer.fit(
+        {},
+        {"x": 0.3},
+        budget=Budget(2, 0.25),
+        checkpoint_dir=tmp_path / "e",
+        resume_from=None,
+        report=low.append,
+    )
+    assert low[1]["val_map"] < reports[1]["val_map"]
+    for epochs, fraction in ((0, 1.0), (2, 0.0), (2, 1.5), (2, float("nan"))):
+        with pytest.raises(ValueError, match="budget"):
+            Budget(epochs, fraction)
     with pytest.raises(Exception, match="must be one of tfclip, synthetic"):
         get_trainer("nope")
 

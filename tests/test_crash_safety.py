@@ -8,12 +8,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +29,6 @@ from hpo.study.folder import StudyFolder
 from hpo.study.lock import StudyLock
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="agvp-", dir="/tmp"))  # Ray's socket paths must stay short
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _study(root: Path, name: str = "crash", **changes: Any) -> Path:

@@ -10,13 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +37,6 @@ TINY_OVERRIDES = {
     "data.split.fraction": 0.3,
     "runtime.eval_batch_size": 64,
 }
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="agvp-", dir="/tmp"))
-    try:
-        yield folder
-    finally:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _tiny_study(root: Path, data: Path, **changes: Any) -> dict[str, Any]:

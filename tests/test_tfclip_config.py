@@ -41,8 +41,8 @@ def _probe(config: TrainerConfig) -> str:
     rows = torch.Generator().manual_seed(1)
     memory = torch.randn(classes, embed, generator=rows) if config.uses_memory else None
     model = build_model(config, classes, memory)
-    task = ReIDTask(config.loss, num_classes=classes, parts=model.parts, seq_len=frames)
-    optimizer = build_optimizer(model, config.optim)
+    task = ReIDTask(config.loss, num_classes=classes, parts=model.parts, seq_len=frames, dims=model.dims)
+    optimizer = build_optimizer(model, config.optim, task=task)
     generator = torch.Generator().manual_seed(2)
     clips = torch.randn(
         4, frames, 3, config.data.transform.height, config.data.transform.width, generator=generator
@@ -88,6 +88,15 @@ LIVE: dict[str, tuple[Any, dict[str, Any]]] = {
     "model.temporal_pool": ("attention", {}),
     "model.neck": ("in", {}),
     "model.test_features": (["cls"], {}),
+    "model.acp.view_encoding": (True, {}),
+    "model.acp.memory": (True, {}),
+    "model.acp.memory_slots": (1, {"model.acp.memory": True}),
+    "model.acp.motion_gate": (True, {}),
+    "model.acp.scale_norm": (True, {}),
+    "model.acp.cross_view": (True, {}),
+    "model.acp.cross_view_layers": (2, {"model.acp.cross_view": True}),
+    "model.acp.heads": (4, {"model.acp.cross_view": True}),
+    "model.acp.dropout": (0.5, {"model.acp.view_encoding": True}),
     "loss.id_weight": (1.0, {}),
     "loss.label_smoothing": (0.3, {}),
     "loss.online_label_smoothing": (True, {}),
@@ -96,6 +105,9 @@ LIVE: dict[str, tuple[Any, dict[str, Any]]] = {
     "loss.triplet_margin": (3.0, {}),
     "loss.v2m_weight": (0.0, {}),
     "loss.frame_weight": (0.2, {}),
+    "loss.center_weight": (0.1, {}),
+    "loss.contrastive_weight": (0.5, {}),
+    "loss.contrastive_temperature": (0.5, {"loss.contrastive_weight": 0.5}),
     "optim.name": ("sgd", {}),
     "optim.lr": (1e-2, {}),
     "optim.weight_decay": (0.5, {"optim.name": "sgd"}),
@@ -127,6 +139,7 @@ VALIDATED: dict[str, Any] = {
     "model.pos_interpolation": "area",
     "data.root": None,
     "data.workers": -1,
+    "data.extra_sources": [{"root": "g2a", "layout": "mars"}],  # tests/test_extra_sources.py
     "data.transform.interpolation": "lanczos",
     "data.transform.flip_p": 2.0,
     "data.transform.erase_p": -0.1,
@@ -141,6 +154,8 @@ VALIDATED: dict[str, Any] = {
     "data.batch.k": 0,
     "data.split.seed": "x",
     "data.split.fraction": 1.0,
+    "data.split.subset_seed": "x",  # tests/test_data_fraction_fidelity.py
+    "data.use_extra_sources": "sometimes",  # tests/test_extra_sources.py
     "runtime.seed": "x",
     "runtime.device": 5,
     "runtime.threads": 0,

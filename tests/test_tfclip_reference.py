@@ -509,7 +509,7 @@ def test_lr_schedule_is_warmup_times_multistep() -> None:
 def test_presets_normalise_with_imagenet_statistics() -> None:
     # TF-CLIP datasets/make_dataloader_clipreid.py L130-138 hard-codes ImageNet mean/std; the 0.5 values of
     # configs/vit_clipreid.yml L21-22 are never read.
-    for preset in ("tfclip", "x-tfclip", "tiny-cpu"):
+    for preset in ("tfclip", "x-tfclip", "tfclip-ag-vpreid", "tiny-cpu"):
         transform = resolve_config({"preset": preset}).data.transform
         assert (transform.mean, transform.std) == (IMAGENET_MEAN, IMAGENET_STD)
 

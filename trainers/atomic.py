@@ -11,7 +11,9 @@ the HPO layer, which uses it too).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -54,3 +56,21 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
 
 def atomic_write_text(path: Path | str, text: str) -> Path:
     return atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+@contextmanager
+def staged_folder(out: Path, tag: str) -> Iterator[Path]:
+    """Build a folder at a hidden staging path next to ``out`` and move it to ``out`` only when the block
+    ends without an error (replacing what was there); an interrupted build leaves ``out`` untouched."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial-{tag}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    try:
+        yield staging
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from trainers.atomic import atomic_write
-from trainers.data.index import read_dataset
-from trainers.data.pipeline import eval_dataset, train_loader, validation_split
+from trainers.data.pipeline import eval_dataset, read_training_index, train_loader, validation_split
+from trainers.data.sources import save_sources
 from trainers.data.split import ValidationSplit, validation_views
 from trainers.errors import AgvpError
 from trainers.evaluation.extract import extract_features
@@ -40,6 +40,8 @@ from trainers.tfclip.model import TFCLIP
 from trainers.tfclip.optim import build_optimizer, centralize_gradients, set_epoch_lr
 
 SPLIT_FILE = "split.json"
+#: Written next to a run trained with extra sources: how their identities were renumbered.
+SOURCES_FILE = "sources.json"
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FORMAT = "agvp-tfclip-1"
 
@@ -144,36 +146,47 @@ def fit(
     config: TrainerConfig,
     *,
     max_epochs: int,
+    data_fraction: float = 1.0,
     checkpoint_dir: Path | str | None = None,
     resume_from: Path | str | None = None,
     report: Report | None = None,
     progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
-    """Train up to ``max_epochs`` (total, counting resumed epochs); returns the per-epoch results.
+    """Train up to ``max_epochs`` (total, counting resumed epochs) on ``data_fraction`` of the training
+    identities (the epochs trained now: a checkpoint from a smaller fraction continues on a larger one, the
+    classifier covers every identity); returns the per-epoch results.
 
     ``progress(phase, done, total, loss)`` is called after each training step (phase "train") for displays.
     """
     if max_epochs < 1:
         raise ValueError(f"max_epochs is {max_epochs}, but must be >= 1")
+    if not 0.0 < data_fraction <= 1.0:
+        raise ValueError(f"data_fraction is {data_fraction}, but must be in (0, 1]")
     runtime = config.runtime
     if runtime.threads is not None:
         torch.set_num_threads(runtime.threads)
     device = resolve_device(runtime.device)
     seed_everything(runtime.seed)
 
-    index = read_dataset(config.data.root, splits=["train"])
+    index = read_training_index(config.data.root, config.data)
     split = validation_split(index, config.data)
-    loader, dataset, sampler = train_loader(index, split, config.data, seed=runtime.seed)
+    loader, dataset, sampler = train_loader(
+        index, split, config.data, seed=runtime.seed, data_fraction=data_fraction
+    )
     labels = dict(dataset.labels or {})
     memory, memory_key = (None, None)
     if config.uses_memory:
         memory, memory_key = identity_memory(config, index, split, labels, device=device)
     model = build_model(config, len(labels), memory).to(device)
     task = ReIDTask(
-        config.loss, num_classes=len(labels), parts=model.parts, seq_len=config.data.sampling.seq_len
+        config.loss,
+        num_classes=len(labels),
+        parts=model.parts,
+        seq_len=config.data.sampling.seq_len,
+        dims=model.dims,
     )
     task.to(device)
-    optimizer = build_optimizer(model, config.optim)
+    optimizer = build_optimizer(model, config.optim, task=task)  # the task's center-loss centers too
 
     start_epoch = 0
     if resume_from is not None:
@@ -192,6 +205,8 @@ def fit(
         checkpoint_dir = Path(checkpoint_dir)
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         split.save(checkpoint_dir / SPLIT_FILE)
+        if index.sources:
+            save_sources(index, checkpoint_dir / SOURCES_FILE)
         (checkpoint_dir / CONFIG_FILE).write_text(config_to_yaml(config), encoding="utf-8")
 
     views = validation_views(index, split)
@@ -233,6 +248,7 @@ def fit(
             "epoch": epoch + 1,
             **{f"train_{name}": total / max(1, steps) for name, total in totals.items()},
             "lr": config.optim.lr * lr_factor,
+            "train_ids": sampler.num_identities,
             **metrics,
             "train_seconds": round(train_seconds, 3),
             "eval_seconds": round(time.perf_counter() - started - train_seconds, 3),

@@ -4,12 +4,14 @@ A study file's ``trainer`` section (``name``, ``preset``, ``data``, ``weights``,
 trial's searched parameters (dotted keys, e.g. ``optim.lr``) fully describe a training run::
 
     trainer = get_trainer(name)
-    trainer.fit(settings, params, max_epochs=9, checkpoint_dir=..., resume_from=..., report=...)
+    trainer.fit(settings, params, budget=Budget(epochs=9), checkpoint_dir=..., resume_from=..., report=...)
 
-``fit`` trains up to ``max_epochs`` epochs *in total* (a resumed run continues from the checkpoint's epoch),
-writes ``checkpoint_dir/checkpoint.pt`` after each epoch and then calls ``report(result)`` with a flat dict
-holding at least ``epoch`` (1-based, absolute), the objective metric and ``checkpoint`` (the path just
-written). A non-finite loss raises :class:`NonFiniteLossError`. Nothing here knows about Ray.
+``fit`` trains up to ``budget.epochs`` epochs *in total* (a resumed run continues from the checkpoint's
+epoch) on ``budget.data_fraction`` of the training identities (the epochs it trains now; a resumed run may
+have trained its earlier epochs on a smaller fraction), writes ``checkpoint_dir/checkpoint.pt`` after each
+epoch and then calls ``report(result)`` with a flat dict holding at least ``epoch`` (1-based, absolute),
+the objective metric and ``checkpoint`` (the path just written). A non-finite loss raises
+:class:`NonFiniteLossError`. Nothing here knows about Ray.
 
 Before a study spends anything, the HPO layer asks the trainer what it would make of the study's settings
 and any point of the search space (``check``: raises :class:`TrainerConfigError` naming the key and the
@@ -19,7 +21,9 @@ gets the same up-front validation as the built-in ones.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,6 +55,29 @@ class TrainerConfigError(AgvpError):
         self.key = key
 
 
+@dataclass(frozen=True)
+class Budget:
+    """What one job of a trial may spend: train up to ``epochs`` epochs in total, the epochs of this job on
+    ``data_fraction`` of the training identities (a nested subset: a larger fraction contains a smaller one,
+    the same identities for every configuration of a study, fixed by the trainer's own seed)."""
+
+    epochs: int
+    data_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"budget epochs is {self.epochs!r}, but must be an integer >= 1")
+        if not (math.isfinite(self.data_fraction) and 0.0 < self.data_fraction <= 1.0):
+            raise ValueError(f"budget data_fraction is {self.data_fraction!r}, but must be in (0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "data_fraction": self.data_fraction}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Budget:
+        return cls(epochs=int(raw["epochs"]), data_fraction=float(raw.get("data_fraction", 1.0)))
+
+
 class Trainer(Protocol):
     name: str
 
@@ -71,7 +98,7 @@ class Trainer(Protocol):
         settings: Mapping[str, Any],
         params: Mapping[str, Any],
         *,
-        max_epochs: int,
+        budget: Budget,
         checkpoint_dir: Path,
         resume_from: Path | None,
         report: Report,

@@ -7,8 +7,9 @@ cost or noise of real training. Its settings come from the study's ``trainer.ove
 * ``crash_epoch`` (default 2): the epoch at which a trial whose parameters set ``crash`` truthy raises
   ``RuntimeError``, and one that sets ``diverge`` truthy raises :class:`NonFiniteLossError`.
 
-The objective ``val_map`` = q (1 - exp(-epoch / 3)) where q in [0.2, 0.9] is a hash of the parameters,
-so configurations differ, curves rise with epochs and ranks at low fidelity predict ranks at high fidelity.
+The objective ``val_map`` = q (1 - exp(-epoch f / 3)) where q in [0.2, 0.9] is a hash of the parameters and f
+the budget's data fraction, so configurations differ, curves rise with epochs and with data, and ranks at low
+fidelity predict ranks at high fidelity.
 The checkpoint is a small JSON file holding the epoch; resuming checks it belongs to the same parameters.
 """
 
@@ -24,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from trainers.atomic import atomic_write_text
-from trainers.protocol import CHECKPOINT_FILE, CheckpointError, NonFiniteLossError, Report, TrainerConfigError
+from trainers.protocol import (
+    CHECKPOINT_FILE,
+    Budget,
+    CheckpointError,
+    NonFiniteLossError,
+    Report,
+    TrainerConfigError,
+)
 
 
 def quality(params: Mapping[str, Any]) -> float:
@@ -33,8 +41,8 @@ def quality(params: Mapping[str, Any]) -> float:
     return 0.2 + 0.7 * int.from_bytes(digest[:8], "big") / 2**64
 
 
-def curve(params: Mapping[str, Any], epoch: int) -> float:
-    return quality(params) * (1.0 - math.exp(-epoch / 3.0))
+def curve(params: Mapping[str, Any], epoch: int, data_fraction: float = 1.0) -> float:
+    return quality(params) * (1.0 - math.exp(-epoch * data_fraction / 3.0))
 
 
 #: The synthetic trainer's settings (``trainer.overrides``) and what each must be.
@@ -67,7 +75,7 @@ class SyntheticTrainer:
         settings: Mapping[str, Any],
         params: Mapping[str, Any],
         *,
-        max_epochs: int,
+        budget: Budget,
         checkpoint_dir: Path,
         resume_from: Path | None,
         report: Report,
@@ -87,11 +95,12 @@ class SyntheticTrainer:
             start = int(state["epoch"])
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = checkpoint_dir / CHECKPOINT_FILE
-        for epoch in range(start + 1, max_epochs + 1):
+        for epoch in range(start + 1, budget.epochs + 1):
             time.sleep(seconds)
             if epoch == crash_epoch and params.get("crash"):
                 raise RuntimeError(f"synthetic crash at epoch {epoch}")
             if epoch == crash_epoch and params.get("diverge"):
                 raise NonFiniteLossError(epoch, 0, {"loss": float("nan")})
             atomic_write_text(path, json.dumps({"epoch": epoch, "params": key}))
-            report({"epoch": epoch, "val_map": curve(params, epoch), "checkpoint": str(path)})
+            value = curve(params, epoch, budget.data_fraction)
+            report({"epoch": epoch, "val_map": value, "checkpoint": str(path)})

@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
+import yaml
+from pydantic import TypeAdapter, ValidationError
 from rich.table import Table
 
 from hpo.cli._common import console, progress_bar, user_errors
-from trainers.data.index import scan_dataset
+from trainers.data.config import ExtraSourceConfig
+from trainers.data.index import DatasetIndex, scan_dataset
 from trainers.data.inspection import InspectionReport, summarise
+from trainers.data.layout import ALL_LAYOUTS, EXTRA_LAYOUTS
+from trainers.data.sources import scan_extra_sources
 from trainers.data.synth import SynthConfig, generate_dataset
+from trainers.data.synth_sources import generate_source
 
-data_app = typer.Typer(help="Generate and inspect datasets in the AG-VPReID layout.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Generate and inspect datasets: AG-VPReID and the extra training sources' layouts.",
+    no_args_is_help=True,
+)
+
+
+def _check_layout(option: str, layout: str, allowed: tuple[str, ...]) -> None:
+    if layout not in allowed:
+        raise ValueError(f"{option} is {layout!r}, but must be one of {', '.join(allowed)}")
 
 
 @data_app.command("synth")
@@ -36,9 +50,18 @@ def synth(
         typer.Option("--true-ids/--no-true-ids", help="Write true_ids.csv so test metrics can be scored."),
     ] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty OUT.")] = False,
+    layout: Annotated[
+        str,
+        typer.Option(
+            "--layout",
+            help="agvp (AG-VPReID), g2a-vreid or generic (extra training sources; --id-mode, --true-ids and "
+            "attributes apply to agvp only).",
+        ),
+    ] = "agvp",
 ) -> None:
-    """Write a learnable synthetic dataset in exactly the AG-VPReID on-disk layout."""
+    """Write a learnable synthetic dataset in exactly the on-disk layout named by --layout."""
     with user_errors():
+        _check_layout("--layout", layout, ALL_LAYOUTS)
         config = SynthConfig(
             seed=seed,
             train_ids=ids,
@@ -50,19 +73,22 @@ def synth(
         )
         with progress_bar() as progress:
             task = progress.add_task("rendering tracklets", total=None)
-            summary = generate_dataset(
-                out,
-                config,
-                overwrite=overwrite,
-                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-            )
-    table = Table(title=f"synthetic dataset -> {out}", title_justify="left")
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            if layout == "agvp":
+                summary = generate_dataset(out, config, overwrite=overwrite, on_progress=advance)
+            else:
+                summary = generate_source(out, layout, config, overwrite=overwrite, on_progress=advance)
+    table = Table(title=f"synthetic {layout} dataset -> {out}", title_justify="left")
     for column in ("split", "identities", "tracklets"):
         table.add_column(column, justify="right" if column != "split" else "left")
     for split, count in summary.tracklets.items():
         table.add_row(split, str(summary.identities[split]), str(count))
     console.print(table)
-    console.print(f"{summary.frames} frames in {summary.seconds:.1f} s (seed {seed}, test ids {id_mode})")
+    ids = f", test ids {id_mode}" if layout == "agvp" else ""
+    console.print(f"{summary.frames} frames in {summary.seconds:.1f} s (seed {seed}{ids})")
 
 
 def _render_report(report: InspectionReport) -> None:
@@ -90,7 +116,33 @@ def _render_report(report: InspectionReport) -> None:
             ", ".join(f"{k} {v}" for k, v in s.altitudes.items()) or "-",
             ", ".join(f"{k} {v}" for k, v in s.cameras.items()),
         )
-    console.print(overview)
+    if report.splits:
+        console.print(overview)
+    if report.sources:
+        sources = Table(title="extra training sources (identities renumbered after AG-VPReID's)")
+        for column in (
+            "source",
+            "layout",
+            "root",
+            "new ids",
+            "split: ids/tracklets/frames",
+            "platforms",
+            "cameras",
+        ):
+            sources.add_column(column)
+        for source in report.sources:
+            sources.add_row(
+                source.label,
+                source.layout,
+                source.root,
+                f"{source.first_pid}..{source.last_pid} ({source.total.identities})",
+                ", ".join(
+                    f"{name} {c.identities}/{c.tracklets}/{c.frames}" for name, c in source.per_split.items()
+                ),
+                ", ".join(f"{name} {c.identities}/{c.tracklets}" for name, c in source.platforms.items()),
+                ", ".join(f"{label}->C{camera}" for label, camera in source.camera_map.items()),
+            )
+        console.print(sources)
     if any(s.attribute_known for s in report.splits.values()):
         coverage = Table(title="attribute coverage (share of identities with a known code)")
         coverage.add_column("attribute")
@@ -123,6 +175,33 @@ def _render_report(report: InspectionReport) -> None:
         console.print("[green]no problems found[/]")
 
 
+def _extra_option(value: str) -> ExtraSourceConfig:
+    """``--extra LAYOUT:PATH`` -> a source with the layout's default splits and cameras."""
+    layout, separator, root = value.partition(":")
+    if not separator or not root:
+        raise ValueError(f"--extra is {value!r}, but must look like LAYOUT:PATH (e.g. g2a-vreid:/data/G2A)")
+    _check_layout("--extra layout", layout, EXTRA_LAYOUTS)
+    return ExtraSourceConfig(root=Path(root), layout=layout)  # type: ignore[arg-type]  # checked above
+
+
+def _sources_of_config(path: Path) -> list[ExtraSourceConfig]:
+    """``data.extra_sources`` of a trainer config file (the rest of the file is not needed here)."""
+    try:
+        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read ({error.strerror})") from None
+    except yaml.YAMLError:
+        raise ValueError(f"{path}: invalid YAML") from None
+    data = raw.get("data") if isinstance(raw, dict) else None
+    entries = data.get("extra_sources", []) if isinstance(data, dict) else []
+    try:
+        return list(TypeAdapter(tuple[ExtraSourceConfig, ...]).validate_python(entries))
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in ("data.extra_sources", *first["loc"]))
+        raise ValueError(f"{path}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
 @data_app.command("inspect")
 def inspect(
     path: Annotated[Path, typer.Argument(help="Dataset root (the folder holding train/, case1_.../, ...).")],
@@ -134,20 +213,50 @@ def inspect(
     test_ids: Annotated[
         str, typer.Option("--test-ids", help="auto | masked | true (see README: test identities).")
     ] = "auto",
+    layout: Annotated[
+        str,
+        typer.Option(
+            "--layout", help="Layout of PATH: agvp, or g2a-vreid / generic to inspect one source alone."
+        ),
+    ] = "agvp",
+    extra: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--extra", help="An extra training source LAYOUT:PATH (repeatable), with default settings."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Trainer config file whose data.extra_sources are inspected too."),
+    ] = None,
 ) -> None:
-    """Counts, frame statistics, attribute coverage and every problem found. Exit 1 when problems exist."""
+    """Counts, frame statistics, attribute coverage, each extra source's counts and renumbered ids, and every
+    problem found. Exit 1 when problems exist."""
     with user_errors():
         if test_ids not in ("auto", "masked", "true"):
             raise ValueError(f"--test-ids is {test_ids!r}, but must be one of auto, masked, true")
+        _check_layout("--layout", layout, ALL_LAYOUTS)
         mode: Literal["auto", "masked", "true"] = test_ids  # type: ignore[assignment]
+        sources = [_extra_option(value) for value in extra or []]
+        if config is not None:
+            sources += _sources_of_config(config)
+        if layout != "agvp":
+            sources.insert(0, ExtraSourceConfig(root=path, layout=layout))  # type: ignore[arg-type]
         with progress_bar() as progress:
             task = progress.add_task("scanning tracklets", total=None)
-            index, problems = scan_dataset(
-                path,
-                test_ids=mode,
-                check_images=check_images,
-                on_progress=lambda n: progress.advance(task, n),
+            if layout == "agvp":
+                index, problems = scan_dataset(
+                    path,
+                    test_ids=mode,
+                    check_images=check_images,
+                    on_progress=lambda n: progress.advance(task, n),
+                )
+            else:  # a source alone: its identities are numbered from 1
+                index, problems = DatasetIndex(root=path, tracklets=()), []
+            index, found = scan_extra_sources(
+                index, sources, check_images=check_images, on_progress=lambda n: progress.advance(task, n)
             )
+        problems += found
         report = summarise(index, problems)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=1))

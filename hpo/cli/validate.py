@@ -75,7 +75,23 @@ def describe_study(spec: Any, source: str, epoch_time: str | None) -> None:
             highlight=False,
         )
     rungs = milestones(fidelity.max, fidelity.eta, fidelity.min)
-    console.print(f"rungs (epochs): {', '.join(map(str, rungs))}", highlight=False)
+    if fidelity.resource == "epochs":
+        console.print(f"rungs (epochs): {', '.join(map(str, rungs))}", highlight=False)
+    else:
+        budgets = [fidelity.budget(r) for r in rungs]
+        console.print(
+            f"rungs ({fidelity.resource}): "
+            + ", ".join(
+                f"{r} = {b.epochs} epochs on {b.data_fraction:.0%} of the identities"
+                for r, b in zip(rungs, budgets, strict=True)
+            )
+            + (
+                f"; a promotion retrains from scratch (1 unit = 1/{fidelity.max} of a full run)"
+                if fidelity.retrains
+                else "; a promotion continues from the checkpoint with more data"
+            ),
+            highlight=False,
+        )
     if spec.scheduler.kind in ("hyperband", "mfho-hedge"):
         render_plan(plan_hyperband(fidelity.max, fidelity.eta, fidelity.min))
     if spec.scheduler.kind == "mfho-hedge":

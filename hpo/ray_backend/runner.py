@@ -84,8 +84,11 @@ def check_inputs(spec: StudySpec) -> None:
         raise RunError(
             f"trainer.data: {trainer.data} is not a folder (generate one: agvp-hpo data synth PATH)"
         )
-    if trainer.weights is not None and not Path(trainer.weights).is_file():
-        raise RunError(f"trainer.weights: {trainer.weights} does not exist")
+    weights = trainer.weights if isinstance(trainer.weights, dict) else {"": trainer.weights}
+    for backbone, path in weights.items():
+        if path is not None and not Path(path).is_file():
+            field = f"trainer.weights.{backbone}" if backbone else "trainer.weights"
+            raise RunError(f"{field}: {path} does not exist")
     root = spec.storage.root
     if root.exists() and not root.is_dir():
         raise RunError(f"storage.root: {root} is a file, but must be a folder (results go in it)")
@@ -329,6 +332,9 @@ def trial_payload(
             "start": start,
             "target": target,
             "resume_from": resume_from,
+            "budget": spec.fidelity.budget(target).to_dict(),
+            # data_fraction: the trainer's epochs are not the scheduler's units; only the job's end reports
+            "report_at_end": spec.fidelity.retrains,
         }
     }
 

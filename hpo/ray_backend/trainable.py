@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo.results import ERROR_KEY, TRIAL_KEY
-from trainers.protocol import NonFiniteLossError, get_trainer
+from trainers.protocol import Budget, NonFiniteLossError, get_trainer
 
 AGVP_KEY = "agvp"
 POINTER_FILE = "agvp_checkpoint.json"
@@ -69,8 +69,22 @@ def run_job(config: dict[str, Any]) -> None:
     # IP plus the Ray node id: two Ray nodes may share a host (and so an IP).
     node = f"{ray.util.get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:8]}"
     trial_dir.mkdir(parents=True, exist_ok=True)
+    target = int(payload["target"])
+    budget = Budget.from_dict(payload["budget"]) if payload.get("budget") else Budget(target)
+    at_end = bool(payload.get("report_at_end"))
 
     def report(result: dict[str, Any]) -> None:
+        # Every row carries both fidelity dimensions; with a data fraction the scheduler's unit is the
+        # job's target (a whole schedule), so only the schedule's last epoch reports, as the target.
+        result = {
+            **result,
+            "fidelity_epochs": int(result["epoch"]),
+            "fidelity_data_fraction": budget.data_fraction,
+        }
+        if at_end:
+            if int(result["epoch"]) < budget.epochs:
+                return
+            result["epoch"] = target
         epoch = int(result["epoch"])
         saved = keep_epoch_checkpoint(trial_dir, result.get("checkpoint"), epoch)
         metrics = {key: value for key, value in result.items() if key != "checkpoint"}
@@ -90,7 +104,7 @@ def run_job(config: dict[str, Any]) -> None:
         trainer.fit(
             settings,
             params,
-            max_epochs=int(payload["target"]),
+            budget=budget,
             checkpoint_dir=trial_dir / "work",
             resume_from=Path(resume_from) if resume_from else None,
             report=report,

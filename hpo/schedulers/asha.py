@@ -80,6 +80,7 @@ class ASHACore(SchedulerCore):
         mode: Mode = "max",
         max_trials: int | None = None,
         max_total_resource: int | None = None,
+        retrain: bool = False,
         asha_mode: AshaMode = "promotion",
     ) -> None:
         super().__init__(
@@ -90,6 +91,7 @@ class ASHACore(SchedulerCore):
             mode=mode,
             max_trials=max_trials,
             max_total_resource=max_total_resource,
+            retrain=retrain,
         )
         if asha_mode not in ("promotion", "stopping"):
             raise ValueError(f"asha_mode is {asha_mode!r}, but must be 'promotion' or 'stopping'")

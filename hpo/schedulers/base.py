@@ -18,7 +18,10 @@ restored core continue exactly where the saved one was. Ray Tune does not persis
 Budgets: no new configuration starts after ``max_trials`` trials, and no job is issued whose epochs would
 take the *committed* resource (epochs reported so far plus the epochs still promised to running jobs) above
 ``max_total_resource``. A trial stopped early gives its unused promise back. Resources are epochs counted
-as the core sees them: a resumed trial costs only its extra epochs (DESIGN principle 2).
+as the core sees them: a resumed trial costs only its extra epochs (DESIGN principle 2) - unless the core
+``retrains`` (a fidelity whose promotions train from scratch, e.g. a data fraction with a whole schedule per
+rung): then a promotion is a RESUME job in the core's bookkeeping that runs without a checkpoint and costs
+its whole target.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ class Job:
     start: int
     resource: int
     bracket: int
+    #: The job trains from scratch although the trial has results (``start`` > 0): no checkpoint to resume.
+    retrain: bool = False
 
     def __post_init__(self) -> None:
         if self.trial_id < 0:
@@ -76,8 +81,8 @@ class Job:
 
     @property
     def cost(self) -> int:
-        """Epochs this job trains (a resumed trial pays only the extra epochs)."""
-        return self.resource - self.start
+        """Resource this job trains (a resumed trial pays only the extra epochs; a retrained one all)."""
+        return self.resource - (0 if self.retrain else self.start)
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,7 @@ class _Trial:
     bracket: int
     resource: int = 0  # epochs reported so far (= the checkpoint a resume starts from)
     target: int | None = None  # the running job's target; None when not running
+    charged: int = 0  # resource the running job has been charged up to (its start, or 0 when it retrains)
     status: TrialStatus = TrialStatus.RUNNING
     values: dict[int, float] = field(default_factory=dict)  # milestone epoch -> reported value
 
@@ -104,6 +110,7 @@ class _Trial:
             "bracket": self.bracket,
             "resource": self.resource,
             "target": self.target,
+            "charged": self.charged,
             "status": self.status.value,
             "values": [[epoch, value] for epoch, value in self.values.items()],
         }
@@ -115,6 +122,7 @@ class _Trial:
             bracket=int(raw["bracket"]),
             resource=int(raw["resource"]),
             target=None if raw["target"] is None else int(raw["target"]),
+            charged=int(raw.get("charged", raw["resource"])),
             status=TrialStatus(raw["status"]),
             values={int(epoch): float(value) for epoch, value in raw["values"]},
         )
@@ -147,6 +155,7 @@ class SchedulerCore(ABC):
         mode: Mode = "max",
         max_trials: int | None = None,
         max_total_resource: int | None = None,
+        retrain: bool = False,
     ) -> None:
         check_resources(max_resource, reduction_factor, min_resource)
         if mode not in ("max", "min"):
@@ -162,6 +171,7 @@ class SchedulerCore(ABC):
         self.mode: Mode = mode
         self.max_trials = max_trials
         self.max_total_resource = max_total_resource
+        self.retrain = retrain
         self.milestones = milestones(max_resource, reduction_factor, min_resource)
         self.s_max = max_bracket_index(max_resource, reduction_factor, min_resource)
         self._trials: dict[int, _Trial] = {}
@@ -185,7 +195,8 @@ class SchedulerCore(ABC):
             if trial.status is not TrialStatus.PAUSED:
                 raise RuntimeError(f"trial {proposal.trial_id} is {trial.status.value}, cannot resume it")
             start = trial.resource
-        cost = proposal.resource - start
+        retrain = self.retrain and start > 0
+        cost = proposal.resource - (0 if retrain else start)
         if self.max_total_resource is not None and self.committed_resource + cost > self.max_total_resource:
             return None
         if proposal.trial_id is None:
@@ -200,7 +211,8 @@ class SchedulerCore(ABC):
             trial.status = TrialStatus.RUNNING
             kind = JobKind.RESUME
         trial.target = proposal.resource
-        job = Job(kind, trial_id, dict(trial.config), start, proposal.resource, proposal.bracket)
+        trial.charged = 0 if retrain else start
+        job = Job(kind, trial_id, dict(trial.config), start, proposal.resource, proposal.bracket, retrain)
         self._accept(job)
         return job
 
@@ -221,8 +233,8 @@ class SchedulerCore(ABC):
                 f"({trial.resource}, {trial.target}]"
             )
         value = float(value)
-        self._used += resource - trial.resource
-        trial.resource = resource
+        self._used += resource - trial.charged
+        trial.resource = trial.charged = resource
         at_milestone = resource in self.milestones
         if at_milestone:
             trial.values[resource] = value
@@ -300,7 +312,7 @@ class SchedulerCore(ABC):
     @property
     def committed_resource(self) -> int:
         """Epochs reported plus epochs promised to running jobs: what the budget is checked against."""
-        return self._used + sum(t.target - t.resource for t in self._trials.values() if t.target is not None)
+        return self._used + sum(t.target - t.charged for t in self._trials.values() if t.target is not None)
 
     @property
     def num_trials(self) -> int:
@@ -355,6 +367,7 @@ class SchedulerCore(ABC):
             "mode": self.mode,
             "max_trials": self.max_trials,
             "max_total_resource": self.max_total_resource,
+            **({"retrain": True} if self.retrain else {}),
         }
 
     def _on_failed(self, trial_id: int, target: int | None) -> None:  # noqa: B027  # optional hook

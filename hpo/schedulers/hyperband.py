@@ -128,6 +128,7 @@ class HyperbandCore(SchedulerCore):
         mode: Mode = "max",
         max_trials: int | None = None,
         max_total_resource: int | None = None,
+        retrain: bool = False,
         bracket_order: BracketOrder | str = BracketOrder.LARGEST_FIRST,
     ) -> None:
         super().__init__(
@@ -138,6 +139,7 @@ class HyperbandCore(SchedulerCore):
             mode=mode,
             max_trials=max_trials,
             max_total_resource=max_total_resource,
+            retrain=retrain,
         )
         try:
             self.bracket_order = BracketOrder(bracket_order)

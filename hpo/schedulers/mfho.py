@@ -103,6 +103,7 @@ class MFHOCore(SchedulerCore):
         mode: Mode = "max",
         max_trials: int | None = None,
         max_total_resource: int | None = None,
+        retrain: bool = False,
         initial_fidelity: int | None = None,
         promote_fraction: float | None = None,
         max_rounds: int | None = None,
@@ -115,6 +116,7 @@ class MFHOCore(SchedulerCore):
             mode=mode,
             max_trials=max_trials,
             max_total_resource=max_total_resource,
+            retrain=retrain,
         )
         start = self.milestones[0] if initial_fidelity is None else initial_fidelity
         if start not in self.milestones[:-1]:

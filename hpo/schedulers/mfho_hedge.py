@@ -138,6 +138,7 @@ class HedgedMFHOCore(SchedulerCore):
         mode: Mode = "max",
         max_trials: int | None = None,
         max_total_resource: int | None = None,
+        retrain: bool = False,
         min_pairs: int = 3,
         min_correlation: float = 0.3,
         aggressiveness: float = 1.0,
@@ -150,6 +151,7 @@ class HedgedMFHOCore(SchedulerCore):
             mode=mode,
             max_trials=max_trials,
             max_total_resource=max_total_resource,
+            retrain=retrain,
         )
         if min_pairs < 2:
             raise ValueError(f"min_pairs is {min_pairs}, but must be >= 2")
@@ -226,7 +228,7 @@ class HedgedMFHOCore(SchedulerCore):
     def _on_failed(self, trial_id: int, target: int | None) -> None:
         trial = self._trials[trial_id]
         if target is not None:
-            self._committed[trial.bracket] -= target - trial.resource
+            self._committed[trial.bracket] -= target - trial.charged
 
     def _settings(self) -> dict[str, Any]:
         return {

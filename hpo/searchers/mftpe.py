@@ -10,10 +10,11 @@ Rules (BOHB, section 4):
   that grows with d keeps a larger space's model on a low, misleading rung for most of a study (47 points for
   d = 6, 107 for a 15-parameter ReID space). Measured (search_quality.py, hyperband+mf-tpe, 20 seeds, R = 100,
   median regret at 150 FBE): mfh6 0.150 uncapped -> 0.026 capped (seeds reaching regret <= 0.1: 0 % -> 55 %;
-  R = 81: 0.183 -> 0.066); d = 3 functions unchanged (27 either way). BOHB's own threshold, d + 2, suits synchronous
-  Hyperband, whose low rungs fill before any configuration is promoted; under ASHA a higher rung reaches
-  d + 2 results early, and with n < (d + 1) / gamma the split below forces d + 1 of the n points into
-  "good" (4 of 5 for d = 3), so the model has no signal yet switches away from a well-populated lower rung.
+  R = 81: 0.183 -> 0.066); d = 3 functions unchanged (27 either way). BOHB's own threshold, d + 2, suits
+  synchronous Hyperband, whose low rungs fill before any configuration is promoted; under ASHA a higher
+  rung reaches d + 2 results early, and with n < (d + 1) / gamma the split below forces d + 1 of the n
+  points into "good" (4 of 5 for d = 3), so the model has no signal yet switches away from a well-populated
+  lower rung.
   Measured (search_quality.py, mfh3, 25 seeds, median FBE to regret <= 0.1): asha+mf-tpe 33.3 with d + 2,
   9.4 with the default; hyperband+mf-tpe 3.4 with both;
 * **good / bad split**: observations sorted by loss, the best ``max(d + 1, floor(gamma n))`` are "good" and

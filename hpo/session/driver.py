@@ -113,8 +113,9 @@ class StudyDriver(Recorder):
             if job is None:
                 return None
             self.trials.setdefault(job.trial_id, TrialInfo())
-        resume_from = self.trials[job.trial_id].checkpoint if job.kind is JobKind.RESUME else None
-        if job.kind is JobKind.RESUME and resume_from is None:
+        resumes = job.kind is JobKind.RESUME and not job.retrain
+        resume_from = self.trials[job.trial_id].checkpoint if resumes else None
+        if resumes and resume_from is None:
             raise DriverError(f"trial {job.trial_id} is resumed at epoch {job.start} but has no checkpoint")
         self.running[job.trial_id] = RunningJob(job, resume_from)
         self.snapshot()
@@ -139,9 +140,9 @@ class StudyDriver(Recorder):
             self.fail(trial_id, f"the objective {metric} is {value} at epoch {epoch}", node=node)
             return Decision.STOP
         info = self.trials[trial_id]
-        previous = self.core.resource_of(trial_id)
+        previous = self.core.used_resource
         decision = self.core.report(trial_id, epoch, value)
-        self.total_resource += epoch - previous
+        self.total_resource += self.core.used_resource - previous  # a retrained promotion pays it all
         info.checkpoint = str(metrics.get("checkpoint") or "") or info.checkpoint
         info.node = node or info.node
         status = self.core.status(trial_id)
@@ -284,8 +285,9 @@ class StudyDriver(Recorder):
                 start = self.core.resource_of(trial_id)
                 kind = JobKind.RESUME if start > 0 else JobKind.START
                 config = self.core.config(trial_id)
+                retrain = self.core.retrain and start > 0
                 self.relaunch.append(
-                    Job(kind, trial_id, config, start, target, self.core.bracket_of(trial_id))
+                    Job(kind, trial_id, config, start, target, self.core.bracket_of(trial_id), retrain)
                 )
         self.snapshot()
         self._delete_released()

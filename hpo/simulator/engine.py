@@ -5,12 +5,13 @@ simulated workers train trials whose value after ``resource`` epochs is ``curve(
 epoch of a configuration takes ``epoch_cost`` simulated seconds (a number, or a function of the
 configuration). A resumed trial continues from its checkpoint and pays only the extra epochs; with
 ``checkpoints=False`` a resumed trial retrains from epoch 0 (the epochs it redoes are counted, but it does
-not report them again). Trials report at every milestone they pass and at their job's target (or every
-epoch with ``report_every_epoch=True``), and every report becomes one result row with exactly the columns
-of :data:`hpo.results.ROW_COLUMNS`, as the real backend writes them. Events at equal times are processed in
-the order they were scheduled, so a run is a pure function of the core, the curve and the settings.
-``fails(config, resource)`` injects crashes: a trial for which it is true fails instead of reporting at
-``resource`` (one row with status ``failed`` and a NaN value).
+not report them again). A core that ``retrains`` (a data-fraction fidelity) gets one report per job, at its
+target, and every job pays its whole target. Trials report at every milestone they pass and at their job's
+target (or every epoch with ``report_every_epoch=True``), and every report becomes one result row with
+exactly the columns of :data:`hpo.results.ROW_COLUMNS`, as the real backend writes them. Events at equal
+times are processed in the order they were scheduled, so a run is a pure function of the core, the curve
+and the settings. ``fails(config, resource)`` injects crashes: a trial for which it is true fails instead of
+reporting at ``resource`` (one row with status ``failed`` and a NaN value).
 """
 
 from __future__ import annotations
@@ -93,11 +94,13 @@ def simulate(
             if job is None:
                 break
             free -= 1
-            if report_every_epoch:
+            if core.retrain:  # a fidelity whose jobs train a whole schedule: one report, at the end
+                points = [job.resource]
+            elif report_every_epoch:
                 points = list(range(job.start + 1, job.resource + 1))
             else:
                 points = [m for m in core.milestones if job.start < m < job.resource] + [job.resource]
-            state = _Running(job, points, 0, job.start if checkpoints else 0)
+            state = _Running(job, points, 0, job.start if checkpoints and not job.retrain else 0)
             running[job.trial_id] = state
             schedule(job.trial_id, state)
         if not events:

@@ -36,13 +36,14 @@ def prior_from_spec(spec: StudySpec) -> Prior | None:
 
 def preset_values(spec: StudySpec) -> dict[str, Any]:
     """The trainer preset's value of each searched parameter (``trainer.overrides`` applied); raises
-    :class:`hpo.space.FieldError` naming ``prior.from_preset`` when the space cannot hold one."""
+    :class:`hpo.space.FieldError` naming ``prior.from_preset`` when the space cannot hold one. A preset value
+    of None ("the default", e.g. ``model.stride`` = the patch size) gives that parameter no prior value."""
     from trainers.protocol import get_trainer
 
     resolved = get_trainer(spec.trainer.name).resolved_config(trainer_settings(spec), {})
     out: dict[str, Any] = {}
     for key in spec.space.unit_names:
-        if key not in resolved:
+        if key not in resolved or resolved[key] is None:
             continue
         try:
             out[key] = spec.space.check_value(key, resolved[key])
@@ -93,24 +94,28 @@ def core_from_spec(spec: StudySpec) -> SchedulerCore:
         mode=spec.objective.mode,
         max_trials=spec.budget.max_trials,
         max_total_resource=max_total_epochs(spec),
+        retrain=spec.fidelity.retrains,
         **scheduler.core_options(),
     )
 
 
 def trainer_settings(spec: StudySpec) -> dict[str, Any]:
     """The trainer section as the trials receive it: absolute paths (Ray runs trials in other folders),
-    and for ``tfclip`` the LR schedule spanning ``fidelity.max`` epochs and torch threads = the trial's
-    CPUs, unless the study sets them."""
+    and for ``tfclip`` the LR schedule spanning ``fidelity.max`` epochs (``fidelity.epochs`` for a data
+    fraction) and torch threads = the trial's CPUs, unless the study sets them."""
     settings = spec.trainer.model_dump(mode="json")
     for key in ("data", "weights"):
-        if settings.get(key) is not None:
-            settings[key] = str(Path(settings[key]).resolve())
+        value = settings.get(key)
+        if isinstance(value, dict):
+            settings[key] = {name: str(Path(path).resolve()) for name, path in value.items()}
+        elif value is not None:
+            settings[key] = str(Path(value).resolve())
     if spec.trainer.name == "tfclip":
         from trainers.tfclip.config import flatten_dotted
 
         overrides = flatten_dotted(settings.get("overrides") or {})
         if "optim.epochs" not in overrides and "optim.epochs" not in spec.space:
-            overrides["optim.epochs"] = spec.fidelity.max
+            overrides["optim.epochs"] = spec.fidelity.schedule_epochs
         if "runtime.threads" not in overrides and "runtime.threads" not in spec.space:
             overrides["runtime.threads"] = max(1, math.floor(spec.resources.cpu))
         settings["overrides"] = overrides

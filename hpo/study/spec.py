@@ -32,8 +32,10 @@ from pydantic import (
 
 from hpo.fields import Count, Real
 from hpo.schedulers import SchedulerOptions, study_scheduler_options
+from hpo.schedulers.brackets import milestones
 from hpo.searchers.mftpe import HIGH_START_LOCAL_FRACTION, LOCAL_FRACTION, RANDOM_FRACTION
 from hpo.space import FieldError, SearchSpace, parse_space
+from trainers.protocol import Budget
 
 __all__ = [
     "AshaSpec",
@@ -101,22 +103,48 @@ class StrictSpec(BaseModel):
 
 
 class FidelitySpec(StrictSpec):
-    """The fidelity is the number of training epochs a configuration gets.
+    """What a rung gives a configuration: epochs, a fraction of the training identities, or both.
 
     ``min``, ``max`` and ``eta`` are r_min, R and eta of Hyperband (Li et al., JMLR 2018): rung budgets are
-    ``min * eta**k`` epochs up to ``max``. ``eta`` must be an integer >= 2 (``3.0`` is read as 3, ``2.5`` is
-    rejected) so that every rung budget is a whole number of epochs.
+    ``min * eta**k`` resource units up to ``max``. ``eta`` must be an integer >= 2 (``3.0`` is read as 3,
+    ``2.5`` is rejected) so that every rung budget is a whole number. ``resource`` says what a unit is:
+
+    * ``epochs`` (default): a rung at r trains r epochs on all training identities; a promotion continues
+      from the checkpoint (the learning-rate schedule spans ``max`` epochs, so it is one uninterrupted run);
+    * ``data_fraction``: a rung at r trains the whole schedule of ``epochs`` epochs on r / max of the training
+      identities (nested subsets: the larger contains the smaller). A promotion **retrains from scratch** on
+      the larger subset - a checkpoint whose schedule already ended is not a sound start - and is charged
+      its whole cost (r units, where R units = one full run);
+    * ``epochs+data_fraction`` (a rung sets both): a rung at r trains r epochs in total, the epochs up to it
+      on a fraction of the identities that grows geometrically from ``min_data_fraction`` at the first rung
+      to 1 at ``max``. A promotion continues from the checkpoint: more data, same schedule.
     """
 
-    resource: Literal["epochs"] = "epochs"
+    resource: Literal["epochs", "data_fraction", "epochs+data_fraction"] = "epochs"
     min: Count = Field(1, ge=1, le=MAX_EPOCHS)
     max: Count = Field(ge=1, le=MAX_EPOCHS)
     eta: Count = Field(3, ge=2, le=100)
+    #: ``data_fraction`` only: the epochs every job trains (the schedule's length).
+    epochs: Count | None = Field(None, ge=1, le=MAX_EPOCHS)
+    #: ``epochs+data_fraction`` only: the data fraction of the first rung.
+    min_data_fraction: Real | None = Field(None, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _order(self) -> FidelitySpec:
         if self.max <= self.min:
             raise FieldError(("max",), f"must be > min ({self.min}), got {self.max}")
+        if self.resource == "data_fraction" and self.epochs is None:
+            raise FieldError(
+                ("epochs",), "is required with resource data_fraction (the epochs each job trains)"
+            )
+        if self.resource != "data_fraction" and self.epochs is not None:
+            raise FieldError(("epochs",), f"applies only to resource data_fraction, not {self.resource}")
+        if self.resource == "epochs+data_fraction" and self.min_data_fraction is None:
+            raise FieldError(("min_data_fraction",), "is required with resource epochs+data_fraction")
+        if self.resource != "epochs+data_fraction" and self.min_data_fraction is not None:
+            raise FieldError(
+                ("min_data_fraction",), f"applies only to resource epochs+data_fraction, not {self.resource}"
+            )
         return self
 
     @property
@@ -130,6 +158,29 @@ class FidelitySpec(StrictSpec):
     @property
     def reduction_factor(self) -> int:
         return self.eta
+
+    @property
+    def retrains(self) -> bool:
+        """Promotions train from scratch (``data_fraction``) instead of continuing from the checkpoint."""
+        return self.resource == "data_fraction"
+
+    @property
+    def schedule_epochs(self) -> int:
+        """Epochs of one full training run (what the trainer's learning-rate schedule spans)."""
+        return self.epochs if self.epochs is not None else self.max
+
+    def budget(self, resource: int) -> Budget:
+        """What a job that trains a trial up to ``resource`` units gives the trainer."""
+        if self.resource == "epochs":
+            return Budget(epochs=resource)
+        if self.resource == "data_fraction":
+            return Budget(epochs=self.schedule_epochs, data_fraction=resource / self.max)
+        rungs = milestones(self.max, self.eta, self.min)
+        rung = next((k for k, m in enumerate(rungs) if resource <= m), len(rungs) - 1)
+        low = float(self.min_data_fraction or 1.0)
+        steps = len(rungs) - 1
+        fraction = 1.0 if steps == 0 else low ** ((steps - rung) / steps)
+        return Budget(epochs=resource, data_fraction=min(1.0, fraction))
 
 
 # --- schedulers ---------------------------------------------------------------------------------------------
@@ -173,7 +224,8 @@ class SearcherSpec(StrictSpec):
     highest fidelity reached, spends ``local_fraction`` of proposals (``high_start_local_fraction`` of those
     that start at >= 30 % of the budget, e.g. Hyperband's small brackets) refining the best configuration;
     ``random`` samples the space; ``tpe`` fits Optuna's TPE on the highest fidelity after ``n_startup``
-    random configurations. ``n_startup = None`` lets the searcher choose (mf-tpe: ceil((d + 1) / 0.15)).
+    random configurations. ``n_startup = None`` lets the searcher choose (mf-tpe: ceil((d + 1) / 0.15), at
+    most 27).
     """
 
     kind: Literal["random", "tpe", "mf-tpe"] = "mf-tpe"
@@ -293,12 +345,14 @@ class TrainerSpec(StrictSpec):
     ``synthetic`` (no model: epochs sleep ``overrides.epoch_seconds`` and report a deterministic curve; for
     measuring and testing the engine). ``overrides`` set trainer keys (dotted, e.g.
     ``optim.epochs_per_eval``) for every trial; a key is either searched (``space``) or overridden, not both.
-    ``weights`` is a local file of pre-trained weights; ``None`` starts from random initialisation."""
+    ``weights`` is a local file of pre-trained weights, or one file per backbone (``{ViT-B-16: a.pt,
+    EVA02-L-14: b.pt}``) when the space searches ``model.backbone``; ``None`` starts from random
+    initialisation."""
 
     name: Literal["tfclip", "synthetic"] = "tfclip"
     preset: str = Field("tiny-cpu", min_length=1)
     data: Path | None = None
-    weights: Path | None = None
+    weights: Path | dict[str, Path] | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -312,6 +366,12 @@ class TrainerSpec(StrictSpec):
     def _non_empty(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
             raise ValueError("must be a path, got an empty string")
+        if isinstance(value, dict):
+            if not value:
+                raise ValueError("must name at least one backbone's file")
+            for backbone, path in value.items():
+                if not isinstance(path, str | Path) or not str(path).strip():
+                    raise ValueError(f"{backbone}: must be a path, got {path!r}")
         return value
 
 
@@ -382,6 +442,21 @@ class StudySpec(StrictSpec):
                     "is also in space: a key is either searched (space) or fixed (overrides), not both",
                 )
         self.scheduler.check_fidelity(self.fidelity)
+        if self.fidelity.resource != "epochs" and self.scheduler.kind in ("ray-asha", "ray-hyperband"):
+            raise FieldError(
+                ("fidelity", "resource"),
+                f"is {self.fidelity.resource}, but Ray's own {self.scheduler.kind} counts only epochs: "
+                "use asha or hyperband",
+            )
+        stops_midway = self.scheduler.kind == "mfho-hedge" or (
+            self.scheduler.kind == "asha" and getattr(self.scheduler, "mode", "") == "stopping"
+        )
+        if self.fidelity.retrains and stops_midway:
+            raise FieldError(
+                ("fidelity", "resource"),
+                "is data_fraction, whose jobs report only when their schedule ends, but this scheduler stops "
+                "trials in the middle of a job: use hyperband, asha (promotion), mfho or fifo",
+            )
         if self.prior is not None:
             self._check_prior(self.prior)
         return self

@@ -1,5 +1,6 @@
 """AG-VPReID data layer: the on-disk layout, frame-name metadata, attributes, the validation split,
-temporal sampling, PK batches, transforms, the torch dataset, a synthetic generator and an inspector.
+temporal sampling, PK batches, transforms, the torch dataset, a synthetic generator and an inspector; extra
+training sources (G2A-VReID, a generic layout) with their readers and synthetic writers.
 
 Public names are resolved lazily (PEP 562) so that torch-free uses - ``agvp-hpo data synth``/``inspect``, the
 reader - do not pay for importing torch.
@@ -27,6 +28,13 @@ _EXPORTS: dict[str, str] = {
     "Platform": "naming",
     "parse_frame_name": "naming",
     "DataConfig": "config",
+    "ExtraSourceConfig": "config",
+    "ExtraSource": "index",
+    "read_extra_sources": "sources",
+    "scan_extra_sources": "sources",
+    "save_sources": "sources",
+    "generate_source": "synth_sources",
+    "read_training_index": "pipeline",
     "eval_dataset": "pipeline",
     "train_loader": "pipeline",
     "validation_split": "pipeline",

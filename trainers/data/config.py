@@ -3,10 +3,12 @@ changing each one changes the output); unknown keys are rejected."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from trainers.data.layout import G2A_SPLITS
 from trainers.data.sampling import SamplingMode
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -96,6 +98,50 @@ class SplitConfig(StrictModel):
 
     seed: int = 0
     fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    #: Seed of the nested training-identity subsets a data-fraction fidelity trains on (the same identities
+    #: for every configuration of a study; a larger fraction's subset contains a smaller one's).
+    subset_seed: int = 0
+
+
+#: An AG-VPReID camera id: C0/C1 CCTV, C2/C3 wearable, C4/C5 UAV.
+AgvpCamera = Annotated[int, Field(ge=0, le=5)]
+
+
+class ExtraSourceConfig(StrictModel):
+    """One more training dataset in another layout (see :mod:`trainers.data.sources`). All its tracklets
+    train; its identities are renumbered after the largest AG-VPReID training id (then after the previous
+    source's), and it never contributes validation identities."""
+
+    root: Path
+    layout: Literal["g2a-vreid", "generic"]
+    #: The source's splits to train on; None = all (g2a-vreid: train, query, gallery; generic: every split
+    #: folder).
+    splits: tuple[str, ...] | None = None
+    #: Source camera label -> AG-VPReID camera id 0..5, which sets the camera embedding and the platform.
+    #: Cameras not listed get the layout's default (g2a-vreid: 1 -> C0 CCTV, 2 -> C4 UAV; generic: by the
+    #: platform column, aerial -> C4, cctv and ground -> C0, wearable -> C2).
+    cameras: dict[str, AgvpCamera] = Field(default_factory=dict)
+
+    @field_validator("cameras", mode="before")
+    @classmethod
+    def _camera_labels_are_strings(cls, value: Any) -> Any:
+        """YAML reads ``{1: 0}`` with integer keys; labels are compared as text."""
+        if isinstance(value, dict):
+            return {str(key): camera for key, camera in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _splits(self) -> ExtraSourceConfig:
+        if self.splits is None:
+            return self
+        if not self.splits or len(set(self.splits)) != len(self.splits):
+            raise ValueError(f"splits is {list(self.splits)}, but must be a non-empty list without repeats")
+        if self.layout == "g2a-vreid" and not set(self.splits) <= set(G2A_SPLITS):
+            unknown = sorted(set(self.splits) - set(G2A_SPLITS))
+            raise ValueError(
+                f"splits has {', '.join(unknown)}, but g2a-vreid splits are {', '.join(G2A_SPLITS)}"
+            )
+        return self
 
 
 class DataConfig(StrictModel):
@@ -107,3 +153,8 @@ class DataConfig(StrictModel):
     split: SplitConfig = SplitConfig()
     #: Data loader worker processes (0 = load in the training process).
     workers: int = Field(0, ge=0)
+    #: More training data (G2A-VReID, or any dataset in the generic layout); validation stays AG-VPReID.
+    extra_sources: tuple[ExtraSourceConfig, ...] = ()
+    #: Train on ``extra_sources`` (false: AG-VPReID alone) - a scalar switch a study can search, with the
+    #: sources themselves fixed in ``trainer.overrides``.
+    use_extra_sources: bool = True

@@ -40,7 +40,13 @@ TestIds = Literal["auto", "masked", "true"]
 
 @dataclass(frozen=True)
 class Tracklet:
-    """One tracklet folder. ``frames`` are paths relative to the dataset root, in temporal order."""
+    """One tracklet. ``frames`` are paths relative to the dataset root, in temporal order.
+
+    A tracklet of an extra training source (``data.extra_sources``) names its source (``source``, e.g.
+    ``extra1``) and the folder its frames are relative to (``root``); its ``pid`` is the renumbered identity
+    and ``camera`` the AG-VPReID camera id it was mapped to. Tracklets of the primary dataset leave both at
+    their defaults and are relative to the index root.
+    """
 
     split: str
     pid: int
@@ -51,6 +57,8 @@ class Tracklet:
     altitude_m: int | None
     #: Identity comparable across splits; ``None`` when the test ids are masked.
     true_pid: int | None
+    source: str = ""
+    root: Path | None = None
 
     @property
     def is_aerial(self) -> bool:
@@ -58,8 +66,58 @@ class Tracklet:
 
     @property
     def key(self) -> str:
-        """Unique within a dataset: ``split/pid/tracklet``."""
-        return f"{self.split}/{self.pid}/{self.name}"
+        """Unique within a dataset: ``split/pid/tracklet`` (extra sources: ``source:split/pid/tracklet``)."""
+        prefix = f"{self.source}:" if self.source else ""
+        return f"{prefix}{self.split}/{self.pid}/{self.name}"
+
+    def frame_path(self, position: int, default_root: Path) -> Path:
+        """Where frame ``position`` is on disk: under the tracklet's own root, else ``default_root``."""
+        return (self.root if self.root is not None else default_root) / self.frames[position]
+
+    def describe(self) -> str:
+        """The line a fingerprint hashes: everything the index says about the tracklet, no absolute paths."""
+        return (
+            f"{self.key}|{len(self.frames)}|{self.frames[0]}|{self.frames[-1]}|{self.camera}|"
+            f"{self.altitude_m}|{self.true_pid}"
+        )
+
+
+@dataclass(frozen=True)
+class ExtraSource:
+    """An extra training source as read: its tracklets (renumbered identities) and how ids were renumbered.
+
+    ``identities`` maps the source's own identity (``train/0001``-style for G2A-VReID, whose train and test
+    identity numbers are separate spaces; the identity folder name for the generic layout) to the new id:
+    consecutive from ``first_pid`` in sorted order of the source's identities.
+    """
+
+    label: str
+    root: Path
+    layout: str
+    splits: tuple[str, ...]
+    first_pid: int
+    identities: dict[str, int]
+    cameras: dict[str, int]
+    tracklets: tuple[Tracklet, ...]
+
+    @property
+    def last_pid(self) -> int:
+        """The largest renumbered id (``first_pid - 1`` when the source has no identity)."""
+        return self.first_pid + len(self.identities) - 1
+
+    def record(self) -> dict[str, object]:
+        """JSON-ready description: what was read and how its identities were renumbered."""
+        return {
+            "label": self.label,
+            "root": str(self.root),
+            "layout": self.layout,
+            "splits": list(self.splits),
+            "first_pid": self.first_pid,
+            "last_pid": self.last_pid,
+            "cameras": dict(self.cameras),
+            "tracklets": len(self.tracklets),
+            "identities": dict(self.identities),
+        }
 
 
 @dataclass(frozen=True)
@@ -82,6 +140,9 @@ class DatasetIndex:
     tracklets: tuple[Tracklet, ...]
     attributes: dict[str, AttributeTable] = field(default_factory=dict)
     test_ids: Literal["masked", "true", "mapping"] = "masked"
+    #: Extra training sources (see :mod:`trainers.data.sources`); their tracklets are not in ``tracklets``
+    #: (so splits, protocol views and validation are AG-VPReID only) but in :attr:`extra_tracklets`.
+    sources: tuple[ExtraSource, ...] = ()
 
     def split(self, name: str) -> tuple[Tracklet, ...]:
         if name not in SPLIT_DIRS:
@@ -97,13 +158,22 @@ class DatasetIndex:
     def test_ids_known(self) -> bool:
         return self.test_ids != "masked"
 
+    @property
+    def extra_tracklets(self) -> tuple[Tracklet, ...]:
+        """Every tracklet of the extra sources, in source order."""
+        return tuple(t for source in self.sources for t in source.tracklets)
+
     def fingerprint(self) -> str:
-        """Hash of everything the index says (not the pixel data): keys splits and caches by content."""
+        """Hash of everything the index says (not the pixel data, not where it lives): keys splits and caches
+        by content. Extra sources add their layout and tracklets; without any the hash is the primary
+        dataset's alone."""
         digest = hashlib.sha256()
         for t in sorted(self.tracklets, key=lambda t: t.key):
-            digest.update(
-                f"{t.key}|{len(t.frames)}|{t.frames[0]}|{t.frames[-1]}|{t.camera}|{t.altitude_m}|{t.true_pid}\n".encode()
-            )
+            digest.update(f"{t.describe()}\n".encode())
+        for source in self.sources:
+            digest.update(f"source|{source.label}|{source.layout}|{source.first_pid}\n".encode())
+            for t in sorted(source.tracklets, key=lambda t: t.key):
+                digest.update(f"{t.describe()}\n".encode())
         return digest.hexdigest()[:16]
 
 

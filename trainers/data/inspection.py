@@ -1,6 +1,6 @@
 """Summaries of a dataset folder for ``agvp-hpo data inspect``: counts per split, platform, altitude and
-camera; frames per tracklet; attribute coverage; and every problem found (the scan does not stop at the
-first one)."""
+camera; frames per tracklet; attribute coverage; each extra training source's counts and identity range;
+and every problem found (the scan does not stop at the first one)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from trainers.data.attributes import ATTRIBUTE_NAMES, UNKNOWN_CODE
-from trainers.data.index import DatasetIndex, Problem
+from trainers.data.index import DatasetIndex, ExtraSource, Problem, Tracklet
 
 
 @dataclass
@@ -30,12 +30,39 @@ class SplitSummary:
 
 
 @dataclass
+class Counts:
+    identities: int
+    tracklets: int
+    frames: int
+
+
+@dataclass
+class SourceSummary:
+    """One extra training source: where it is, which ids it got, counts per split, platform and camera."""
+
+    label: str
+    root: str
+    layout: str
+    splits: list[str]
+    first_pid: int
+    last_pid: int
+    total: Counts
+    per_split: dict[str, Counts]
+    platforms: dict[str, Counts]
+    #: AG-VPReID camera (after mapping) -> tracklets
+    cameras: dict[str, int]
+    #: source camera label -> AG-VPReID camera id it was mapped to
+    camera_map: dict[str, int]
+
+
+@dataclass
 class InspectionReport:
     root: str
     fingerprint: str
     test_ids: str
     splits: dict[str, SplitSummary]
     problems: list[Problem]
+    sources: list[SourceSummary] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -52,6 +79,34 @@ def _frames_stats(lengths: list[int]) -> dict[str, float]:
         "mean": round(float(array.mean()), 2),
         "max": int(array.max()),
     }
+
+
+def _counts(tracklets: list[Tracklet] | tuple[Tracklet, ...]) -> Counts:
+    return Counts(
+        identities=len({t.pid for t in tracklets}),
+        tracklets=len(tracklets),
+        frames=sum(len(t.frames) for t in tracklets),
+    )
+
+
+def summarise_source(source: ExtraSource) -> SourceSummary:
+    tracklets = source.tracklets
+    return SourceSummary(
+        label=source.label,
+        root=str(source.root),
+        layout=source.layout,
+        splits=list(source.splits),
+        first_pid=source.first_pid,
+        last_pid=source.last_pid,
+        total=_counts(tracklets),
+        per_split={s: _counts([t for t in tracklets if t.split == s]) for s in source.splits},
+        platforms={
+            p: _counts([t for t in tracklets if t.platform.value == p])
+            for p in sorted({t.platform.value for t in tracklets})
+        },
+        cameras=dict(sorted(Counter(f"C{t.camera}" for t in tracklets).items())),
+        camera_map=dict(source.cameras),
+    )
 
 
 def summarise(index: DatasetIndex, problems: list[Problem]) -> InspectionReport:
@@ -90,4 +145,5 @@ def summarise(index: DatasetIndex, problems: list[Problem]) -> InspectionReport:
         test_ids=index.test_ids,
         splits=splits,
         problems=problems,
+        sources=[summarise_source(source) for source in index.sources],
     )

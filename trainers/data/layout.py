@@ -34,3 +34,35 @@ TEST_SPLITS: tuple[str, ...] = ALL_SPLITS[1:]
 #: columns ``split,folder_id,tracklet,true_id``.
 TRUE_IDS_FILE = PurePosixPath("true_ids.csv")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+
+# --- Extra training sources (``data.extra_sources``) -------------------------------------------------------
+#: Layout names of extra sources; ``agvp`` (the layout above) is the primary dataset's.
+EXTRA_LAYOUTS: tuple[str, ...] = ("g2a-vreid", "generic")
+ALL_LAYOUTS: tuple[str, ...] = ("agvp", *EXTRA_LAYOUTS)
+
+#: G2A-VReID (Zhang et al., ECCV 2024) as its authors' loader reads it (FHR-L/VSLA-CLIP,
+#: datasets/data_manager.py, class G2A): MARS-style. ``info/<split>_name.txt`` lists frame file names, one a
+#: line; ``info/tracks_<split>_info.mat`` holds one row per tracklet ``(first line, last line, identity,
+#: camera)``, 1-based and inclusive; ``info/query_IDX.mat`` lists the 1-based rows of the test table that are
+#: queries (the other rows are the gallery). A frame lives in ``bbox_<split>/<name[:4]>/<name>``.
+G2A_SPLITS: tuple[str, ...] = ("train", "query", "gallery")
+G2A_NAME_FILES: dict[str, PurePosixPath] = {
+    "train": PurePosixPath("info/train_name.txt"),
+    "test": PurePosixPath("info/test_name.txt"),
+}
+G2A_TRACK_FILES: dict[str, tuple[PurePosixPath, str]] = {
+    "train": (PurePosixPath("info/tracks_train_info.mat"), "track_train_info"),
+    "test": (PurePosixPath("info/tracks_test_info.mat"), "track_test_info"),
+}
+G2A_QUERY_FILE: tuple[PurePosixPath, str] = (PurePosixPath("info/query_IDX.mat"), "query_IDX")
+G2A_FRAME_DIRS: dict[str, PurePosixPath] = {
+    "train": PurePosixPath("bbox_train"),
+    "test": PurePosixPath("bbox_test"),
+}
+
+#: The generic layout (ours, documented in the README): ``<split>/<identity>/<tracklet>/<frame>`` plus this
+#: CSV with one row per tracklet giving its camera and platform.
+GENERIC_TRACKLETS_FILE = PurePosixPath("tracklets.csv")
+GENERIC_COLUMNS: tuple[str, ...] = ("split", "identity", "tracklet", "camera", "platform")
+#: Platform names the generic CSV accepts; "ground" is a ground camera of unknown kind (read as CCTV).
+GENERIC_PLATFORMS: tuple[str, ...] = ("aerial", "cctv", "wearable", "ground")

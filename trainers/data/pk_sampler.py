@@ -36,6 +36,10 @@ class PKSampler(Sampler[list[int]]):
         self.epoch = 0
         self._plan: tuple[int, list[list[int]]] | None = None  # (epoch, batches): len() and iter() share it
 
+    @property
+    def num_identities(self) -> int:
+        return len(self._by_id)
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 

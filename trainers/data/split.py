@@ -15,6 +15,7 @@ are drawn from those. Views:
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -111,8 +112,27 @@ def check_split_matches(index: DatasetIndex, split: ValidationSplit) -> None:
 
 
 def training_tracklets(index: DatasetIndex, split: ValidationSplit) -> tuple[Tracklet, ...]:
+    """What trains: the AG-VPReID train tracklets of ``split.train_pids``, then every tracklet of the extra
+    sources (their renumbered ids never collide with AG-VPReID's and never validate)."""
     train = set(split.train_pids)
-    return tuple(t for t in index.split("train") if t.pid in train)
+    return tuple(t for t in index.split("train") if t.pid in train) + index.extra_tracklets
+
+
+def identity_subset(
+    tracklets: Sequence[Tracklet], fraction: float, *, seed: int, min_ids: int = 1
+) -> tuple[Tracklet, ...]:
+    """The tracklets of ``fraction`` of the identities (ceil, at least ``min_ids``): the first ones of a
+    seeded permutation of the sorted ids, so subsets are nested (a larger fraction keeps every identity of a
+    smaller one) and the same for every configuration trained with the same seed."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction is {fraction}, but must be in (0, 1]")
+    if fraction == 1.0:
+        return tuple(tracklets)
+    pids = sorted({t.pid for t in tracklets})
+    order = np.random.default_rng(seed).permutation(len(pids))
+    count = min(len(pids), max(min_ids, math.ceil(fraction * len(pids))))
+    keep = {pids[i] for i in order[:count]}
+    return tuple(t for t in tracklets if t.pid in keep)
 
 
 def validation_views(index: DatasetIndex, split: ValidationSplit) -> dict[str, RetrievalView]:

@@ -24,7 +24,6 @@ into place only when complete.
 from __future__ import annotations
 
 import csv
-import shutil
 import string
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from trainers.atomic import staged_folder
 from trainers.data.attributes import ATTRIBUTE_NAMES, UNKNOWN_CODE, write_attribute_csv
 from trainers.data.layout import ATTRIBUTE_FILES, SPLIT_DIRS, TRUE_IDS_FILE
 from trainers.data.naming import format_frame_name
@@ -582,13 +582,9 @@ def generate_dataset(
             masked = rng.permutation(len(members)) + 1
             folder_of[split] = {pid: int(m) for pid, m in zip(members, masked, strict=True)}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{config.seed}"
-    if staging.exists():
-        shutil.rmtree(staging)
     total = sum(len(members) for members in split_members.values())
     summary = SynthSummary(root=out)
-    try:
+    with staged_folder(out, str(config.seed)) as staging:
         rendered: dict[int, list[np.ndarray]] = {}
         done = 0
         true_rows: list[tuple[str, int, str, int]] = []
@@ -633,11 +629,5 @@ def generate_dataset(
                 writer = csv.writer(handle)
                 writer.writerow(["split", "folder_id", "tracklet", "true_id"])
                 writer.writerows(true_rows)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     summary.seconds = time.perf_counter() - started
     return summary

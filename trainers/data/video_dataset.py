@@ -36,6 +36,8 @@ class TrackletDataset(Dataset[dict[str, Any]]):
     - ``clip``: float tensor (T, 3, H, W), or (C, T, 3, H, W) in dense mode;
     - ``label``: class label from ``labels`` (folder id -> label), or -1 when no labels are given;
     - ``camera``: camera id; ``index``: position of the tracklet in this dataset.
+
+    Frames are read under ``root``, or under a tracklet's own root (tracklets of extra training sources).
     """
 
     def __init__(
@@ -69,7 +71,7 @@ class TrackletDataset(Dataset[dict[str, Any]]):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         clips = sample_frame_indices(len(tracklet.frames), self.seq_len, self.mode, rng)
         # Decode each distinct frame once even when padding or dense clips repeat it.
-        decoded = {int(i): load_frame(self.root / tracklet.frames[i]) for i in np.unique(clips)}
+        decoded = {int(i): load_frame(tracklet.frame_path(int(i), self.root)) for i in np.unique(clips)}
         tensors = [self.transform([decoded[int(i)] for i in clip], rng) for clip in clips]
         clip = tensors[0] if self.mode is not SamplingMode.DENSE else torch.stack(tensors)
         label = self.labels[tracklet.pid] if self.labels is not None else -1

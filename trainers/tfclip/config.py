@@ -5,7 +5,9 @@ code's dead settings - prompt lr, test size, padding, "stage 1" options - have n
 keys are errors that name the key and suggest the closest valid one.
 
 Presets are data, not code paths: ``tfclip`` (the published baseline), ``x-tfclip`` (the challenge winner's
-switches) and ``tiny-cpu`` (a few-layer ViT on small images for CPU runs; same code path).
+switches), ``tfclip-ag-vpreid`` (the challenge's EVA-CLIP-L/14 entry) and ``tiny-cpu`` (a few-layer ViT on
+small images for CPU runs; same code path). ``acp-vpreid`` turns on ACP-VPReID's view-adaptive modules
+(``model.acp``) and its center and contrastive losses.
 
 The learning-rate schedule spans ``optim.epochs`` - the full planned budget - whatever ``max_epochs`` a run
 is given. A trial promoted from 3 to 9 epochs therefore continues exactly the schedule it started, which is
@@ -36,8 +38,43 @@ class ConfigError(TrainerConfigError):
     at fault when one is (None for a rule between keys, whose message names them)."""
 
 
+class ACPConfig(StrictModel):
+    """ACP-VPReID's view-adaptive modules (challenge report, Appendix A.3), each a switch on the TF-CLIP model
+    (:mod:`trainers.tfclip.acp`; built from the report's description - there is no public code). The view
+    (platform) of a clip comes from its camera: C0/C1 CCTV, C2/C3 wearable, C4/C5 aerial. All off: TF-CLIP.
+    """
+
+    #: (i) View-specific feature encoding: a residual bottleneck MLP per platform on the encoder's tokens.
+    view_encoding: bool = False
+    #: (ii) Temporal memory diffusion: a memory bank per platform (FIFO of past clips' CLS features, a
+    #: checkpointed buffer written in training only) read by each frame's CLS token through gated attention.
+    memory: bool = False
+    #: Clips each platform's memory bank holds.
+    memory_slots: int = Field(64, ge=1)
+    #: (iii) Motion-aware gating: a channel gate in (0, 2) from each token's difference to the previous frame.
+    motion_gate: bool = False
+    #: (iv) Scale-adaptive normalisation: a per-platform scale and shift of the tokens leaving ln_post (a
+    #: layer norm conditioned on camera type; starts as the identity).
+    scale_norm: bool = False
+    #: (v) Learnable view embeddings and a cross-view transformer aggregating the frames' CLS features (in
+    #: place of the temporal pool of the cls part; the proj video feature is CLIP's projection of it).
+    cross_view: bool = False
+    cross_view_layers: int = Field(1, ge=1)
+    #: Attention heads of the memory read and the cross-view transformer; None = model.tmd_heads (the
+    #: report: 12 heads).
+    heads: int | None = Field(None, ge=1)
+    #: Dropout inside every ACP module (the report's "dropout 0.3" names no place; TF-CLIP's own SSP dropout
+    #: is model.ssp_dropout).
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+    @property
+    def frame_modules(self) -> bool:
+        """Any of the modules acting on the frames' tokens is on."""
+        return self.view_encoding or self.memory or self.motion_gate or self.scale_norm
+
+
 class ModelConfig(StrictModel):
-    #: open_clip vision config name (e.g. ViT-B-16) or a custom one (tiny-cpu).
+    #: open_clip vision config name (e.g. ViT-B-16, EVA02-L-14) or a custom one (tiny-cpu, tiny-eva-cpu).
     backbone: str = "ViT-B-16"
     #: Local pre-trained weights: OpenAI TorchScript file or open_clip checkpoint. None = random init.
     weights: Path | None = None
@@ -45,7 +82,8 @@ class ModelConfig(StrictModel):
     stride: int | None = Field(None, ge=1)
     pos_interpolation: Literal["bilinear", "bicubic"] = "bilinear"
     #: QuickGELU (x sigmoid(1.702 x)) in the backbone, TMD and SSP blocks, as OpenAI CLIP and TF-CLIP; false =
-    #: exact GELU (for open_clip checkpoints trained with it).
+    #: exact GELU (for open_clip checkpoints trained with it). timm-trunk backbones (EVA) keep their own
+    #: activations whatever this says (as in open_clip): there it switches TMD and SSP only.
     quick_gelu: bool = True
     #: Side-information embedding: a learnable vector per camera added to the CLS token, times this
     #: coefficient (0 turns it off).
@@ -73,6 +111,8 @@ class ModelConfig(StrictModel):
     #: Retrieval features taken before their necks (TF-CLIP's configs/vit_clipreid.yml: NECK_FEAT 'before';
     #: its config/defaults.py says 'after', which is reachable here).
     neck_feat: Literal["before", "after"] = "before"
+    #: ACP-VPReID's switches (all off by default).
+    acp: ACPConfig = ACPConfig()
 
     @model_validator(mode="after")
     def _parts(self) -> ModelConfig:
@@ -99,6 +139,13 @@ class LossConfig(StrictModel):
     #: Frame-level identity cross-entropy on the TMD per-frame logits, divided by T (TF-CLIP's stage-2 loop:
     #: loss + loss_frame / T); needs model.tmd.
     frame_weight: float = Field(1.0, ge=0.0)
+    #: Center loss (Wen et al., ECCV 2016; ACP-VPReID): mean squared distance of each pre-neck video feature
+    #: to its identity's learnable center, summed over the parts; the centers are optimised with the model.
+    center_weight: float = Field(0.0, ge=0.0)
+    #: Supervised contrastive loss (Khosla et al., NeurIPS 2020; ACP-VPReID) over the batch's L2-normalised
+    #: projected video features: positives are the other clips of the same identity.
+    contrastive_weight: float = Field(0.0, ge=0.0)
+    contrastive_temperature: float = Field(0.07, gt=0.0)
 
 
 class OptimConfig(StrictModel):
@@ -239,6 +286,82 @@ PRESETS: dict[str, dict[str, Any]] = {
             "eval_mask": {"gender": 0.2, "age": 0.2, "ethnicity": 0.2, "body_volume": 0.1},
         },
     },
+    # TFCLIP-AG-VPReID, the challenge report's Appendix A.2: TF-CLIP with an EVA-CLIP-L/14 image encoder, "all
+    # other modules unchanged". Values are quoted from A.2 unless marked. (A.2 also trains on G2AVReID's train
+    # and test sets: a data source, not set here.)
+    "tfclip-ag-vpreid": {
+        # "EVA-CLIP-L-14 encoder" (open_clip EVA02-L-14: width 1024, joint embedding 768). A.2 does not say
+        # how TMD/SSP follow the wider tower; TF-CLIP's 12 TMD heads do not divide 1024, so both keep
+        # TF-CLIP's 64-d heads (ours: 1024 / 64 and 768 / 64).
+        "model": {"backbone": "EVA02-L-14", "tmd_heads": 16, "ssp_heads": 12},
+        # "L_total = L_V2M + L_tri + L_ce", "each ... with a weight of 1.0", margin "0.3", smoothing "0.1"
+        # (TF-CLIP's code weighs the ID terms 0.25: loss.id_weight). TF-CLIP's TMD frame term is one of the
+        # unchanged modules and keeps its weight (loss.frame_weight: 0 drops it).
+        "loss": {
+            "id_weight": 1.0,
+            "triplet_weight": 1.0,
+            "v2m_weight": 1.0,
+            "triplet_margin": 0.3,
+            "label_smoothing": 0.1,
+        },
+        # "80 epochs"; "warm-up ... over the first 10 epochs ... from 5e-7 to 5e-6" = lr 5e-6 x warmup_factor
+        # 0.1 at epoch 0 rising linearly; "divided by 10 at the 30th and 50th epochs".
+        "optim": {
+            "lr": 5e-6,
+            "epochs": 80,
+            "warmup_epochs": 10,
+            "warmup_factor": 0.1,
+            "milestones": (30, 50),
+            "gamma": 0.1,
+        },
+        # "resized to 224x224"; "batch size ... 8, containing 8 frames per track, sampled from 2 identities,
+        # each with 4 tracks".
+        "data": {
+            "transform": {"height": 224, "width": 224},
+            "sampling": {"seq_len": 8},
+            "batch": {"p": 2, "k": 4},
+        },
+    },
+    # ACP-VPReID, the challenge report's Appendix A.3: TF-CLIP (CLIP ViT-B/16) with view-adaptive modules,
+    # built from the report's description (no public code). Values are quoted from A.3 unless marked.
+    "acp-vpreid": {
+        # (i) view-specific encoding, (ii) temporal memory diffusion, (iii) motion-aware gating, (iv)
+        # scale-adaptive modules, (v) view embeddings + cross-view transformer; "12 heads" (=
+        # model.tmd_heads); "dropout 0.3" (no place given: every ACP module's dropout).
+        "model": {
+            "acp": {
+                "view_encoding": True,
+                "memory": True,
+                "motion_gate": True,
+                "scale_norm": True,
+                "cross_view": True,
+                "dropout": 0.3,
+            },
+        },
+        # "identity, triplet, center, and contrastive loss": TF-CLIP's ID/triplet/V2M/frame terms plus the two
+        # new ones. A.3 gives no weights: 0.0005 is the usual center-loss weight (reid-strong-baseline's
+        # CENTER_LOSS_WEIGHT); contrastive 1.0.
+        "loss": {"center_weight": 5e-4, "contrastive_weight": 1.0},
+        # "AdamW, initial LR 1e-4 (stage 1), reduced to 5e-6 (stage 2)", "150 epochs (stage 1), 100 epochs
+        # (stage 2)": one milestone at 150 with gamma 5e-6 / 1e-4 = 0.05 over 250 epochs; "weight decay 0.05".
+        # Warm-up is not mentioned: TF-CLIP's 10 epochs are kept.
+        "optim": {
+            "name": "adamw",
+            "lr": 1e-4,
+            "weight_decay": 0.05,
+            "epochs": 250,
+            "milestones": (150,),
+            "gamma": 0.05,
+        },
+        # "8-frame clips, resized to 256x128", "random flip (80%), erase (60%)". "batch sizes 64/32"
+        # (stages 1/2) cannot change mid-run: 64 = 16 identities x 4 tracklets (data.batch.p: 8 for stage
+        # 2's 32).
+        "data": {
+            "transform": {"height": 256, "width": 128, "flip_p": 0.8, "erase_p": 0.6},
+            "sampling": {"seq_len": 8},
+            "batch": {"p": 16, "k": 4},
+        },
+    },
     "tiny-cpu": {
         "model": {"backbone": "tiny-cpu", "tmd_heads": 2, "ssp_heads": 2, "ssp_layers": 1},
         # from-scratch tiny ViT: a larger lr and a 40-epoch schedule (~1 min on 2 CPU cores at demo size)
@@ -376,14 +499,28 @@ def config_to_yaml(config: TrainerConfig) -> str:
 
 
 def trial_config(settings: Mapping[str, Any], params: Mapping[str, Any]) -> TrainerConfig:
-    """Preset <- ``settings["overrides"]`` <- searched ``params`` <- data root and weights."""
+    """Preset <- ``settings["overrides"]`` <- searched ``params`` <- data root and weights.
+
+    ``settings["weights"]`` is one file, or one file per backbone (``{ViT-B-16: a.pt, EVA02-L-14: b.pt}``)
+    for a study that searches ``model.backbone``: the trial's backbone picks its file."""
     overrides: dict[str, Any] = dict(settings.get("overrides") or {})
     overrides.update(params)
     if settings.get("data") is not None:
         overrides["data.root"] = str(settings["data"])
-    if settings.get("weights") is not None:
-        overrides["model.weights"] = str(settings["weights"])
-    return resolve_config({"preset": settings.get("preset", "tfclip")}, overrides=flatten_dotted(overrides))
+    preset = {"preset": settings.get("preset", "tfclip")}
+    weights = settings.get("weights")
+    if isinstance(weights, Mapping):
+        backbone = resolve_config(preset, overrides=flatten_dotted(overrides)).model.backbone
+        if backbone not in weights:
+            raise ConfigError(
+                f"model.weights: trainer.weights names files for {', '.join(map(str, weights))}, but not for "
+                f"backbone {backbone!r}",
+                key="model.backbone",
+            )
+        weights = weights[backbone]
+    if weights is not None:
+        overrides["model.weights"] = str(weights)
+    return resolve_config(preset, overrides=flatten_dotted(overrides))
 
 
 def flatten_dotted(overrides: Mapping[str, Any]) -> dict[str, Any]:

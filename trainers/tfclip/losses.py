@@ -12,10 +12,24 @@ As in TF-CLIP (``loss/make_loss.py`` and ``processor/processor_clipreid_stage2.p
 - batch-hard triplet loss (Hermans et al., 2017) with a margin on the pre-neck video features;
 - the frame term is the CE of the TMD per-frame logits over the B*T frames, divided by T.
 
+ACP-VPReID (challenge report, Appendix A.3: "identity, triplet, center, and contrastive loss") adds
+
+    + center_weight * sum_p center(feat_p) + contrastive_weight * supcon(feat_proj)
+
+- center loss (Wen et al., ECCV 2016, as in reid-strong-baseline): the mean over the batch of the squared
+  distance of each pre-neck video feature to its identity's learnable center (one table per part), the
+  centers being parameters of this task object, optimised with the model (see ``optim.build_optimizer``);
+- supervised contrastive loss (Khosla et al., NeurIPS 2020): A.3 only says "contrastive loss (image-text via
+  CLIP clustering)", which names no formula - TF-CLIP's video-to-memory term, already on, is that image vs.
+  CLIP-clustered identity term - so this is the standard supervised InfoNCE over the batch, on the
+  L2-normalised projected (CLIP joint-space) video features.
+
 Weights are configuration; a zero weight skips the term's computation entirely.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +52,33 @@ def batch_hard_triplet(features: torch.Tensor, labels: torch.Tensor, margin: flo
     hardest_negative = distances.masked_fill(same, float("inf")).amin(dim=1)
     losses = F.relu(hardest_positive - hardest_negative + margin)
     return losses[valid].mean()
+
+
+def supervised_contrastive(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SupCon (Khosla et al., 2020, L_out): for each anchor i with positives P(i) (the other samples of its
+    label), ``-1/|P(i)| sum_p log( exp(z_i.z_p / tau) / sum_{a != i} exp(z_i.z_a / tau) )`` with z the
+    L2-normalised features; the mean over anchors that have a positive (0 if none has)."""
+    z = F.normalize(features, dim=1)
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    logits = (z @ z.T / temperature).masked_fill(eye, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positives = (labels.unsqueeze(0) == labels.unsqueeze(1)) & ~eye
+    anchors = positives.any(dim=1)
+    if not anchors.any():
+        return features.sum() * 0.0
+    mean_positive = log_prob.masked_fill(~positives, 0.0).sum(dim=1) / positives.sum(dim=1).clamp_min(1)
+    return -mean_positive[anchors].mean()
+
+
+class CenterLoss(nn.Module):
+    """Center loss: ``mean_i ||f_i - c_{y_i}||^2`` with a learnable center per class, initialised N(0, 1)."""
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        super().__init__()
+        self.centers = nn.Parameter(torch.randn(num_classes, dim))
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return (features - self.centers[labels]).pow(2).sum(dim=1).mean()
 
 
 class OnlineLabelSmoothing(nn.Module):
@@ -83,11 +124,28 @@ class OnlineLabelSmoothing(nn.Module):
 class ReIDTask(nn.Module):
     """Turns model outputs into ``{"loss": total, "<term>": value, ...}``; owns stateful losses (OLS)."""
 
-    def __init__(self, config: LossConfig, *, num_classes: int, parts: tuple[str, ...], seq_len: int) -> None:
+    def __init__(
+        self,
+        config: LossConfig,
+        *,
+        num_classes: int,
+        parts: tuple[str, ...],
+        seq_len: int,
+        dims: Mapping[str, int] | None = None,
+    ) -> None:
+        """``dims`` (the model's feature width per part, ``TFCLIP.dims``) sizes the center-loss centers; it is
+        needed only when ``config.center_weight > 0``."""
         super().__init__()
         self.config = config
         self.parts = parts
         self.seq_len = seq_len
+        self.centers: nn.ModuleDict | None = None
+        if config.center_weight > 0:
+            if dims is None:
+                raise ValueError(
+                    "loss.center_weight > 0 needs the parts' feature widths: pass dims=model.dims"
+                )
+            self.centers = nn.ModuleDict({p: CenterLoss(num_classes, dims[p]) for p in parts})
         self.ols: OnlineLabelSmoothing | None = None
         self.ols_frame: OnlineLabelSmoothing | None = None
         if config.online_label_smoothing:
@@ -118,6 +176,15 @@ class ReIDTask(nn.Module):
             frame_labels = labels.repeat_interleave(self.seq_len)
             frame = self._cross_entropy(outputs["frame_logits"].float(), frame_labels, self.ols_frame)
             terms["frame"] = c.frame_weight * frame / self.seq_len
+        if self.centers is not None:
+            terms["center"] = c.center_weight * sum(
+                self.centers[p](outputs[f"feat_{p}"].float(), labels) for p in self.parts
+            )
+        if c.contrastive_weight > 0:
+            contrastive = supervised_contrastive(
+                outputs["feat_proj"].float(), labels, c.contrastive_temperature
+            )
+            terms["contrastive"] = c.contrastive_weight * contrastive
         if not terms:
             raise ValueError("every loss weight is 0: nothing to train")
         terms["loss"] = sum(terms.values())  # type: ignore[assignment]

@@ -15,6 +15,10 @@ Forward on clips (B, T, 3, H, W) with camera ids (B,), as in the reference ``bui
    alpha M + (1 - alpha) SSP), and the video-to-memory logits are the pooled projected feature's dot
    products with it.
 
+ACP-VPReID's view-adaptive modules (``model.acp``, :mod:`trainers.tfclip.acp`) hook in at two places: on the
+token maps right after the encoder (before step 2), and in place of the temporal pool of the CLS feature
+(step 2; the projected video feature is then CLIP's projection of the aggregated one). All off = TF-CLIP.
+
 The model returns a dict of tensors; the loss lives in :mod:`trainers.tfclip.losses` (the "task" object), so
 nothing here branches on a preset name.
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trainers.tfclip.acp import CrossViewAggregation, ViewAdaptiveFrames, view_ids
 from trainers.tfclip.backbone import TokenEncoder
 from trainers.tfclip.config import ModelConfig
 from trainers.tfclip.modules import Neck, SequencePool, SequenceSpecificPrompt, TemporalMemoryDiffusion
@@ -71,7 +76,10 @@ class TFCLIP(nn.Module):
         parts = ["cls", "proj", *(["tmd"] if config.tmd else [])]
         self.parts = tuple(parts)
         pool = config.temporal_pool
-        self.pools = nn.ModuleDict({p: SequencePool(self.dims[p], pool) for p in parts})
+        acp = config.acp
+        # ACP's cross-view transformer aggregates the CLS frames instead of a pool (and proj follows it)
+        pooled = [p for p in parts if not (acp.cross_view and p in ("cls", "proj"))]
+        self.pools = nn.ModuleDict({p: SequencePool(self.dims[p], pool) for p in pooled})
         self.necks = nn.ModuleDict({p: Neck(self.dims[p], config.neck) for p in parts})
         self.classifiers = nn.ModuleDict({p: _classifier(self.dims[p], num_classes) for p in parts})
         self.tmd: TemporalMemoryDiffusion | None = None
@@ -91,6 +99,15 @@ class TFCLIP(nn.Module):
             self.memory_alpha = (
                 nn.Parameter(torch.tensor(MEMORY_ALPHA_INIT)) if config.memory_update == "alpha" else None
             )
+        heads = acp.heads or config.tmd_heads
+        self.acp_frames = (
+            ViewAdaptiveFrames(acp, width, heads, config.quick_gelu) if acp.frame_modules else None
+        )
+        self.acp_aggregate = (
+            CrossViewAggregation(width, heads, acp.cross_view_layers, acp.dropout, config.quick_gelu)
+            if acp.cross_view
+            else None
+        )
 
     def classifier_parameters(self, parts: tuple[str, ...]) -> list[nn.Parameter]:
         """The weights of the classifiers of ``parts`` (those the model has)."""
@@ -108,6 +125,10 @@ class TFCLIP(nn.Module):
             side = position if side is None else side + position
         tokens = self.encoder(clips.flatten(0, 1), side)  # (B*T, L, width)
         tokens = tokens.view(batch, frames, *tokens.shape[1:])
+        acp_on = self.acp_frames is not None or self.acp_aggregate is not None
+        views = view_ids(cameras) if acp_on else None
+        if self.acp_frames is not None:
+            tokens = self.acp_frames(tokens, views)
         cls = tokens[:, :, 0]
         frame_features = {"cls": cls, "proj": self.encoder.project(cls)}
         tmd_frames = None
@@ -115,7 +136,10 @@ class TFCLIP(nn.Module):
             diffused = self.tmd(tokens.detach())  # (B, T, L + 1, width)
             tmd_frames = self.tmd_token_pool(diffused.flatten(0, 1))  # (B*T, width)
             frame_features["tmd"] = tmd_frames.view(batch, frames, -1)
-        video = {p: self.pools[p](frame_features[p]) for p in self.parts}
+        video = {p: self.pools[p](frame_features[p]) for p in self.pools}
+        if self.acp_aggregate is not None:
+            video["cls"] = self.acp_aggregate(cls, views)
+            video["proj"] = self.encoder.project(video["cls"])
         normed = {p: self.necks[p](video[p]) for p in self.parts}
         out: dict[str, torch.Tensor] = {f"feat_{p}": video[p] for p in self.parts}
         out.update({f"logits_{p}": self.classifiers[p](normed[p]) for p in self.parts})

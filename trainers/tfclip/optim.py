@@ -7,6 +7,10 @@ lr and ``weight_decay_bias``; the classifiers of ``classifier_lr_parts`` (TF-CLI
 ``solver/lr_scheduler.py`` (``WarmupMultiStepLR``): a linear warm-up from ``warmup_factor`` over
 ``warmup_epochs`` times the multistep decay, or a cosine over the rest of ``epochs`` (the planned budget, not
 a run's max_epochs - see :mod:`trainers.tfclip.config`).
+
+Parameters of the task object (the center-loss centers) join the same optimiser with the base lr (scheduled
+like every group) and no weight decay: reid-strong-baseline gives them an SGD of their own (lr 0.5, never
+decayed); one optimiser keeps checkpoints and exact resume as they are.
 """
 
 from __future__ import annotations
@@ -41,8 +45,20 @@ def parameter_groups(model: TFCLIP, config: OptimConfig) -> list[dict]:
     return groups
 
 
-def build_optimizer(model: TFCLIP, config: OptimConfig) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, config)
+def task_groups(task: nn.Module, config: OptimConfig) -> list[dict]:
+    """One group per trainable parameter of the task object (loss centers): base lr, no weight decay."""
+    return [
+        {"params": [p], "lr": config.lr, "initial_lr": config.lr, "weight_decay": 0.0, "name": f"task.{name}"}
+        for name, p in task.named_parameters()
+        if p.requires_grad
+    ]
+
+
+def build_optimizer(
+    model: TFCLIP, config: OptimConfig, *, task: nn.Module | None = None
+) -> torch.optim.Optimizer:
+    """The optimiser over the model's parameter groups and, when given, the task object's (loss centers)."""
+    groups = parameter_groups(model, config) + (task_groups(task, config) if task is not None else [])
     if config.name == "adam":
         return torch.optim.Adam(groups, lr=config.lr)
     if config.name == "adamw":

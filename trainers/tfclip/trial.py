@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from trainers.protocol import Report
+from trainers.protocol import Budget, Report
 from trainers.tfclip.config import flatten_dotted, trial_config
 
 #: What every report of the TF-CLIP trainer holds besides ``epoch`` and ``checkpoint`` (trainers/engine.py).
@@ -42,7 +42,7 @@ class TFCLIPTrainer:
         settings: Mapping[str, Any],
         params: Mapping[str, Any],
         *,
-        max_epochs: int,
+        budget: Budget,
         checkpoint_dir: Path,
         resume_from: Path | None,
         report: Report,
@@ -51,7 +51,8 @@ class TFCLIPTrainer:
 
         fit(
             trial_config(settings, params),
-            max_epochs=max_epochs,
+            max_epochs=budget.epochs,
+            data_fraction=budget.data_fraction,
             checkpoint_dir=checkpoint_dir,
             resume_from=resume_from,
             report=report,

@@ -1,0 +1,168 @@
+"""Which low fidelity predicts the full-budget ranking better per cost: fewer epochs, or fewer identities?
+
+The seed report (Appendix A.4) defines MFHO's fidelity as "fewer epochs or using subsets of data". For
+``--configs`` random configurations of the ``tiny-cpu`` preset on the synthetic dataset this trains
+
+* the full schedule on all training identities (the reference: validation mAP after the last epoch); its
+  values after ``--low-epochs`` epochs are the low-epoch fidelities (a resumed run continues exactly, so
+  the value after e epochs of the full run is what an e-epoch job reports);
+* the full schedule on each ``--fractions`` share of the training identities (nested subsets: what a
+  ``fidelity.resource: data_fraction`` rung trains).
+
+and reports, per fidelity, Spearman's rank correlation with the reference and the measured cost as a share
+of the full run's training seconds. Prints a table and writes JSON.
+
+    python benchmarks/fidelity_correlation.py [--configs 8] [--jobs 2] [--data DIR] [--json-out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from save_json import save_json  # benchmarks/ is on sys.path when a script runs
+
+#: The searched parameters (a small version of search_spaces/mfho.yaml's space).
+SPACE = {
+    "optim.lr": ("log", 1e-4, 1e-2),
+    "optim.weight_decay": ("log", 1e-5, 1e-2),
+    "loss.triplet_margin": ("lin", 0.1, 0.6),
+    "loss.id_weight": ("log", 0.1, 2.0),
+}
+
+
+def sample_configs(n: int, seed: int) -> list[dict[str, float]]:
+    rng = np.random.default_rng(seed)
+    configs = []
+    for _ in range(n):
+        config = {}
+        for key, (scale, low, high) in SPACE.items():
+            u = float(rng.random())
+            config[key] = (
+                float(np.exp(np.log(low) + u * np.log(high / low)))
+                if scale == "log"
+                else low + u * (high - low)
+            )
+        configs.append(config)
+    return configs
+
+
+def train(task: tuple[int, dict[str, float], float, int, str]) -> dict[str, Any]:
+    """One run: ``config`` for ``epochs`` epochs on ``fraction`` of the identities (one torch thread)."""
+    import torch
+
+    from trainers.engine import fit
+    from trainers.tfclip.config import resolve_config
+
+    index, params, fraction, epochs, data = task
+    torch.set_num_threads(1)
+    config = resolve_config(
+        {"preset": "tiny-cpu"}, overrides={**params, "data.root": data, "runtime.threads": 1}
+    )
+    started = time.perf_counter()
+    rows = fit(config, max_epochs=epochs, data_fraction=fraction)
+    return {
+        "config": index,
+        "fraction": fraction,
+        "val_map": [round(float(r["val_map"]), 5) for r in rows],
+        "train_seconds": [float(r["train_seconds"]) for r in rows],
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    ra = np.argsort(np.argsort(a)).astype(float)
+    rb = np.argsort(np.argsort(b)).astype(float)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the preset's schedule (40)")
+    parser.add_argument("--low-epochs", default="2,4,13")
+    parser.add_argument("--fractions", default="0.111,0.333")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--json-out", type=Path, default=Path("benchmarks/results/fidelity_correlation.json"))
+    args = parser.parse_args()
+
+    from trainers.data.synth import generate_dataset
+    from trainers.tfclip.config import resolve_config
+
+    epochs = args.epochs or resolve_config({"preset": "tiny-cpu"}).optim.epochs
+    low_epochs = [int(e) for e in args.low_epochs.split(",")]
+    fractions = [float(f) for f in args.fractions.split(",")]
+    configs = sample_configs(args.configs, args.seed)
+    with tempfile.TemporaryDirectory(prefix="agvp-fidelity-") as scratch:
+        data = args.data
+        if data is None:
+            data = Path(scratch) / "data"
+            generate_dataset(data)
+        tasks = [(i, c, f, epochs, str(data)) for f in [1.0, *fractions] for i, c in enumerate(configs)]
+        started = time.perf_counter()
+        with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+            runs = []
+            for run in pool.imap_unordered(train, tasks):
+                runs.append(run)
+                print(
+                    f"config {run['config']} fraction {run['fraction']:.3f}: "
+                    f"val mAP {run['val_map'][-1]:.4f} in {run['seconds']:.0f} s ({len(runs)}/{len(tasks)})",
+                    flush=True,
+                )
+        elapsed = time.perf_counter() - started
+
+    full = {r["config"]: r for r in runs if r["fraction"] == 1.0}
+    reference = [full[i]["val_map"][-1] for i in range(len(configs))]
+    full_cost = statistics.median(sum(full[i]["train_seconds"]) for i in range(len(configs)))
+    table = []
+    for e in low_epochs:
+        values = [full[i]["val_map"][e - 1] for i in range(len(configs))]
+        cost = statistics.median(sum(full[i]["train_seconds"][:e]) for i in range(len(configs))) / full_cost
+        table.append(
+            {"fidelity": f"{e} epochs, all identities", "cost": cost, "rho": spearman(values, reference)}
+        )
+    for f in fractions:
+        part = {r["config"]: r for r in runs if r["fraction"] == f}
+        values = [part[i]["val_map"][-1] for i in range(len(configs))]
+        cost = statistics.median(sum(part[i]["train_seconds"]) for i in range(len(configs))) / full_cost
+        table.append(
+            {
+                "fidelity": f"{epochs} epochs, {f:.0%} of identities",
+                "cost": cost,
+                "rho": spearman(values, reference),
+            }
+        )
+    print(f"\n{len(configs)} configurations, reference = val mAP after {epochs} epochs on all identities")
+    print(f"{'fidelity':36s} {'cost':>6s} {'Spearman':>9s}")
+    for row in table:
+        print(f"{row['fidelity']:36s} {row['cost']:6.3f} {row['rho']:9.3f}")
+    save_json(
+        {
+            "setting": {
+                "configs": args.configs,
+                "seed": args.seed,
+                "epochs": epochs,
+                "low_epochs": low_epochs,
+                "fractions": fractions,
+                "space": {k: list(v) for k, v in SPACE.items()},
+                "command": "python benchmarks/fidelity_correlation.py "
+                + f"--configs {args.configs} --jobs {args.jobs}",
+            },
+            "seconds": round(elapsed, 1),
+            "table": table,
+            "runs": sorted(runs, key=lambda r: (r["fraction"], r["config"])),
+        },
+        args.json_out,
+    )
+
+
+if __name__ == "__main__":
+    main()
