@@ -422,8 +422,9 @@ def best(
     from hpo.cli.train import train
 
     run_dir = folder.path / "retrain" / "run"
-    console.print(f"retraining trial {ranked.iloc[0]['trial_id']} at {spec.fidelity.max} epochs -> {run_dir}")
-    train(config_path, epochs=spec.fidelity.max, out=run_dir, resume=None, data=None, set_=None)
+    epochs = spec.fidelity.schedule_epochs  # a full run on every identity, whatever the fidelity
+    console.print(f"retraining trial {ranked.iloc[0]['trial_id']} at {epochs} epochs -> {run_dir}")
+    train(config_path, epochs=epochs, out=run_dir, resume=None, data=None, set_=None)
     evaluate(
         run_dir,
         data=spec.trainer.data,

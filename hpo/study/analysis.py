@@ -143,10 +143,11 @@ def best_trials(rows: pd.DataFrame, mode: str, k: int = 5) -> pd.DataFrame:
 
 def best_config_yaml(spec: StudySpec, params: Mapping[str, Any]) -> str:
     """The best configuration as a file ``agvp-hpo train`` accepts as is (``tfclip``: the full resolved
-    trainer config at ``fidelity.max`` epochs; other trainers: the study's trainer section + parameters)."""
+    trainer config at the full schedule's epochs; other trainers: the study's trainer section and
+    parameters)."""
     header = (
         f"# best configuration of study {spec.name} ({spec.objective.metric}, {spec.objective.mode})\n"
-        f"# train it at full budget: agvp-hpo train THIS.yaml --epochs {spec.fidelity.max}\n"
+        f"# train it at full budget: agvp-hpo train THIS.yaml --epochs {spec.fidelity.schedule_epochs}\n"
     )
     if spec.trainer.name == "tfclip":
         from hpo.study.build import trainer_settings
