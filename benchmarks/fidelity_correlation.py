@@ -13,12 +13,14 @@ and reports, per fidelity, Spearman's rank correlation with the reference and th
 of the full run's: training seconds, and training plus the validation every epoch runs (a data-fraction run
 still validates after each of its epochs). Medians over configurations. Prints a table and writes JSON.
 
-    python benchmarks/fidelity_correlation.py [--configs 8] [--jobs 2] [--data DIR] [--json-out PATH]
+    python benchmarks/fidelity_correlation.py [--configs 16] [--jobs 2] [--data DIR] [--json-out PATH]
+        [--table-from PATH]   # recompute the table from a stored report's runs, no training
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import statistics
 import tempfile
@@ -84,9 +86,21 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def bootstrap_interval(a: list[float], b: list[float], draws: int = 2000) -> list[float]:
+    """5th and 95th percentiles of Spearman's rho over configurations resampled with replacement."""
+    rng = np.random.default_rng(0)
+    x, y = np.asarray(a), np.asarray(b)
+    rhos = []
+    for _ in range(draws):
+        pick = rng.integers(0, len(x), len(x))
+        if len(set(pick.tolist())) >= 4:
+            rhos.append(spearman(list(x[pick]), list(y[pick])))
+    return [round(float(v), 3) for v in np.nanpercentile(rhos, [5, 95])]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", type=int, default=8)
+    parser.add_argument("--configs", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None, help="default: the preset's schedule (40)")
     parser.add_argument("--low-epochs", default="2,4,13")
@@ -94,15 +108,34 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--json-out", type=Path, default=Path("benchmarks/results/fidelity_correlation.json"))
+    parser.add_argument(
+        "--table-from", type=Path, default=None, help="recompute the table from a report's runs"
+    )
     args = parser.parse_args()
 
-    from trainers.data.synth import generate_dataset
     from trainers.tfclip.config import resolve_config
 
     epochs = args.epochs or resolve_config({"preset": "tiny-cpu"}).optim.epochs
     low_epochs = [int(e) for e in args.low_epochs.split(",")]
     fractions = [float(f) for f in args.fractions.split(",")]
+    if args.table_from is not None:
+        stored = json.loads(args.table_from.read_text(encoding="utf-8"))
+        setting = stored["setting"]
+        args.configs, args.seed, epochs = setting["configs"], setting["seed"], setting["epochs"]
+        low_epochs, fractions = setting["low_epochs"], setting["fractions"]
     configs = sample_configs(args.configs, args.seed)
+    if args.table_from is not None:
+        runs, elapsed = stored["runs"], stored["seconds"]
+    else:
+        runs, elapsed = train_all(args, configs, epochs, fractions)
+    report(args, configs, runs, elapsed, epochs, low_epochs, fractions)
+
+
+def train_all(
+    args: argparse.Namespace, configs: list[dict[str, float]], epochs: int, fractions: list[float]
+) -> tuple[list[dict[str, Any]], float]:
+    from trainers.data.synth import generate_dataset
+
     with tempfile.TemporaryDirectory(prefix="agvp-fidelity-") as scratch:
         data = args.data
         if data is None:
@@ -120,7 +153,18 @@ def main() -> None:
                     flush=True,
                 )
         elapsed = time.perf_counter() - started
+    return runs, elapsed
 
+
+def report(
+    args: argparse.Namespace,
+    configs: list[dict[str, float]],
+    runs: list[dict[str, Any]],
+    elapsed: float,
+    epochs: int,
+    low_epochs: list[int],
+    fractions: list[float],
+) -> None:
     full = {r["config"]: r for r in runs if r["fraction"] == 1.0}
     reference = [full[i]["val_map"][-1] for i in range(len(configs))]
 
@@ -143,6 +187,7 @@ def main() -> None:
                 "cost_train": share(full, e, False),
                 "cost_wall": share(full, e, True),
                 "rho": spearman(values, reference),
+                "rho_90": bootstrap_interval(values, reference),
             }
         )
     for f in fractions:
@@ -154,12 +199,17 @@ def main() -> None:
                 "cost_train": share(part, epochs, False),
                 "cost_wall": share(part, epochs, True),
                 "rho": spearman(values, reference),
+                "rho_90": bootstrap_interval(values, reference),
             }
         )
     print(f"\n{len(configs)} configurations, reference = val mAP after {epochs} epochs on all identities")
-    print(f"{'fidelity':36s} {'train cost':>10s} {'wall cost':>9s} {'Spearman':>9s}")
+    print(f"{'fidelity':36s} {'train cost':>10s} {'wall cost':>9s} {'Spearman':>9s}  90 % bootstrap")
     for row in table:
-        print(f"{row['fidelity']:36s} {row['cost_train']:10.3f} {row['cost_wall']:9.3f} {row['rho']:9.3f}")
+        low, high = row["rho_90"]
+        print(
+            f"{row['fidelity']:36s} {row['cost_train']:10.3f} {row['cost_wall']:9.3f} {row['rho']:9.3f}  "
+            f"[{low:.2f}, {high:.2f}]"
+        )
     save_json(
         {
             "setting": {

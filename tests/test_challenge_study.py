@@ -30,7 +30,7 @@ def test_the_bundled_challenge_study_validates_as_written() -> None:
     space = spec.space
     for key in ("model.backbone", "model.acp.cross_view", "model.frame_position", "data.use_extra_sources"):
         assert key in space, key
-    assert spec.fidelity.resource == "epochs+data_fraction"
+    assert spec.fidelity.resource == "data_fraction" and spec.fidelity.retrains
     # a parameter that exists for one backbone only
     assert not space.is_active("model.stride", {"model.backbone": "EVA02-L-14"})
     assert space.is_active("model.stride", {"model.backbone": "ViT-B-16"})

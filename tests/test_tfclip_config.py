@@ -156,6 +156,7 @@ VALIDATED: dict[str, Any] = {
     "data.split.fraction": 1.0,
     "data.split.subset_seed": "x",  # tests/test_data_fraction_fidelity.py
     "data.use_extra_sources": "sometimes",  # tests/test_extra_sources.py
+    "data.frame_cache": "sometimes",  # tests/test_frame_cache.py
     "runtime.seed": "x",
     "runtime.device": 5,
     "runtime.threads": 0,

@@ -120,7 +120,7 @@ def evaluate_model(
     TTA and soft-biometric masking (``runtime.eval_flip`` / ``runtime.eval_mask``)."""
     model.eval()
     tracklets = {t.key: t for view in views.values() for t in (*view.query, *view.gallery)}
-    dataset = eval_dataset(index, list(tracklets.values()), config.data)
+    dataset = eval_dataset(index, list(tracklets.values()), config.data, cache_dir=config.runtime.cache_dir)
     features = extract_features(
         model.test_features,
         dataset,
@@ -171,7 +171,12 @@ def fit(
     index = read_training_index(config.data.root, config.data)
     split = validation_split(index, config.data)
     loader, dataset, sampler = train_loader(
-        index, split, config.data, seed=runtime.seed, data_fraction=data_fraction
+        index,
+        split,
+        config.data,
+        seed=runtime.seed,
+        data_fraction=data_fraction,
+        cache_dir=runtime.cache_dir,
     )
     labels = dict(dataset.labels or {})
     memory, memory_key = (None, None)

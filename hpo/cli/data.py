@@ -26,6 +26,11 @@ data_app = typer.Typer(
 )
 
 
+#: ``data synth --scale``: training identities and tracklets per identity and platform (inclusive range).
+#: agvp: 689 ids x 2 platforms x 4 on average = ~5.5k training tracklets (AG-VPReID: 689 ids, 5,317).
+SYNTH_SCALES: dict[str, tuple[int, tuple[int, int]]] = {"demo": (64, (1, 3)), "agvp": (689, (3, 5))}
+
+
 def _check_layout(option: str, layout: str, allowed: tuple[str, ...]) -> None:
     if layout not in allowed:
         raise ValueError(f"{option} is {layout!r}, but must be one of {', '.join(allowed)}")
@@ -34,7 +39,9 @@ def _check_layout(option: str, layout: str, allowed: tuple[str, ...]) -> None:
 @data_app.command("synth")
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to create (must be empty or absent).")],
-    ids: Annotated[int, typer.Option("--ids", help="Training identities.")] = 64,
+    ids: Annotated[
+        int | None, typer.Option("--ids", help="Training identities (default: 64, or --scale's).")
+    ] = None,
     test_ids: Annotated[int, typer.Option("--test-ids", help="Test identities (cases 1 and 2).")] = 32,
     distractors: Annotated[
         int, typer.Option("--distractors", help="Distractor ids in the case 2 gallery.")
@@ -58,13 +65,26 @@ def synth(
             "attributes apply to agvp only).",
         ),
     ] = "agvp",
+    scale: Annotated[
+        str,
+        typer.Option(
+            "--scale",
+            help="demo (small, default) or agvp: AG-VPReID's training scale, 689 identities x 3-5 tracklets "
+            "per platform (~5.5k tracklets; the release has 5,317); frames per tracklet stay "
+            "--min/--max-frames.",
+        ),
+    ] = "demo",
 ) -> None:
     """Write a learnable synthetic dataset in exactly the on-disk layout named by --layout."""
     with user_errors():
         _check_layout("--layout", layout, ALL_LAYOUTS)
+        if scale not in SYNTH_SCALES:
+            raise ValueError(f"--scale is {scale!r}, but must be one of {', '.join(SYNTH_SCALES)}")
+        scale_ids, per_platform = SYNTH_SCALES[scale]
         config = SynthConfig(
             seed=seed,
-            train_ids=ids,
+            train_ids=ids if ids is not None else scale_ids,
+            tracklets_per_platform=per_platform,
             test_ids=test_ids,
             distractor_ids=distractors,
             frames=(min_frames, max_frames),
@@ -264,3 +284,101 @@ def inspect(
         _render_report(report)
     if problems:
         raise typer.Exit(1)
+
+
+cache_app = typer.Typer(
+    help="The shared frame cache: frames decoded and resized once per dataset, size and interpolation.",
+    no_args_is_help=True,
+)
+data_app.add_typer(cache_app, name="cache")
+CacheDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir", help="Cache root (runtime.cache_dir); default $AGVP_CACHE or ~/.cache/agvp-hpo."
+    ),
+]
+
+
+@cache_app.command("build")
+def cache_build(
+    path: Annotated[Path, typer.Argument(help="Dataset root in the AG-VPReID layout.")],
+    size: Annotated[
+        str, typer.Option("--size", help="Frame size HEIGHTxWIDTH (data.transform.size).")
+    ] = "256x128",
+    interpolation: Annotated[
+        str,
+        typer.Option("--interpolation", help="bilinear | bicubic | nearest (data.transform.interpolation)."),
+    ] = "bilinear",
+    split: Annotated[
+        list[str] | None,
+        typer.Option("--split", help="Split to cache (repeatable); training reads train (the default)."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Trainer config file whose data.extra_sources are added.")
+    ] = None,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Build (or find) the entry a trainer with these settings reads: the train split (plus --config's extra
+    sources) at --size and --interpolation."""
+    from trainers.data.config import TransformConfig
+    from trainers.data.frame_cache import ensure_frame_cache
+    from trainers.data.index import read_dataset
+    from trainers.data.sources import read_extra_sources
+
+    with user_errors():
+        height, width = TransformConfig.parse_size(size)
+        if interpolation not in ("bilinear", "bicubic", "nearest"):
+            raise ValueError(
+                f"--interpolation is {interpolation!r}, but must be one of bilinear, bicubic, nearest"
+            )
+        transform = TransformConfig(height=height, width=width, interpolation=interpolation)  # type: ignore[arg-type]
+        index = read_dataset(path, splits=split or ["train"])
+        if config is not None:
+            index = read_extra_sources(index, _sources_of_config(config))
+        with progress_bar() as progress:
+            task = progress.add_task("decoding frames", total=None)
+            entry = ensure_frame_cache(
+                index,
+                transform,
+                cache_dir,
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    console.print(
+        f"{entry.folder}: {len(entry.rows)} tracklets, {entry.frames.shape[0]} frames "
+        f"{height}x{width} {interpolation}, {entry.nbytes / 2**20:.1f} MiB"
+    )
+
+
+@cache_app.command("info")
+def cache_info(cache_dir: CacheDir = None) -> None:
+    """List the cache's entries."""
+    from trainers.data.frame_cache import list_entries
+
+    with user_errors():
+        entries = list_entries(cache_dir)
+    table = Table(title="frame cache entries", title_justify="left")
+    for column in ("key", "size", "interpolation", "tracklets", "frames", "MiB"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(
+            e.key,
+            f"{e.height}x{e.width}",
+            e.interpolation,
+            str(e.tracklets),
+            str(e.frames),
+            f"{e.bytes / 2**20:.1f}",
+        )
+    console.print(table if entries else "no frame cache entries")
+
+
+@cache_app.command("clear")
+def cache_clear(
+    key: Annotated[list[str] | None, typer.Argument(help="Entries to remove (default: all).")] = None,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Remove entries (all by default, with unfinished builds' leftovers)."""
+    from trainers.data.frame_cache import clear_entries
+
+    with user_errors():
+        removed = clear_entries(cache_dir, key or ())
+    console.print(f"removed {len(removed)} frame cache entr{'y' if len(removed) == 1 else 'ies'}")

@@ -155,7 +155,9 @@ def evaluate(
         device = resolve_device(config.runtime.device)
         model = model.to(device).eval()
         tracklets = {t.key: t for view in views.values() for t in (*view.query, *view.gallery)}
-        dataset = eval_dataset(index, list(tracklets.values()), config.data, mode=mode)
+        dataset = eval_dataset(
+            index, list(tracklets.values()), config.data, mode=mode, cache_dir=config.runtime.cache_dir
+        )
         with progress_bar(eta=True) as progress:
             task = progress.add_task("extracting features", total=len(dataset))
             features = extract_features(

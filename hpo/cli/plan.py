@@ -18,15 +18,16 @@ from hpo.cli._common import console, user_errors
 from hpo.schedulers.brackets import HyperbandPlan, plan_hyperband
 
 
-def _render(plan: HyperbandPlan) -> None:
+def _render(plan: HyperbandPlan, unit: str = "epochs") -> None:
+    """The bracket table; ``unit`` names the resource (``units`` for a data-fraction fidelity)."""
     table = Table(
         title=(
-            f"Hyperband plan: R = {plan.max_resource} epochs, eta = {plan.reduction_factor}, "
+            f"Hyperband plan: R = {plan.max_resource} {unit}, eta = {plan.reduction_factor}, "
             f"r = {plan.min_resource}, s_max = {plan.s_max}"
         ),
         title_justify="left",
     )
-    for column in ("bracket s", "rung", "configs", "epochs each", "kept", "bracket epochs (resumed)"):
+    for column in ("bracket s", "rung", "configs", f"{unit} each", "kept", f"bracket {unit} (resumed)"):
         table.add_column(column, justify="right")
     for bracket in plan.brackets:
         for i, rung in enumerate(bracket.rungs):
@@ -42,9 +43,9 @@ def _render(plan: HyperbandPlan) -> None:
             )
     console.print(table)
     console.print(
-        f"one pass: {plan.epochs_resumed} epochs = {plan.fbe_resumed:.2f} FBE with resumed promotions; "
-        f"{plan.epochs_restarted} epochs = {plan.fbe_restarted:.2f} FBE if promotions restart "
-        f"(FBE = epochs / {plan.max_resource})",
+        f"one pass: {plan.epochs_resumed} {unit} = {plan.fbe_resumed:.2f} FBE with resumed promotions; "
+        f"{plan.epochs_restarted} {unit} = {plan.fbe_restarted:.2f} FBE if promotions restart "
+        f"(FBE = {unit} / {plan.max_resource})",
         highlight=False,
     )
 

@@ -75,6 +75,7 @@ def describe_study(spec: Any, source: str, epoch_time: str | None) -> None:
             highlight=False,
         )
     rungs = milestones(fidelity.max, fidelity.eta, fidelity.min)
+    unit = "units" if fidelity.retrains else "epochs"  # a data-fraction unit is 1/max of a full run
     if fidelity.resource == "epochs":
         console.print(f"rungs (epochs): {', '.join(map(str, rungs))}", highlight=False)
     else:
@@ -93,7 +94,7 @@ def describe_study(spec: Any, source: str, epoch_time: str | None) -> None:
             highlight=False,
         )
     if spec.scheduler.kind in ("hyperband", "mfho-hedge"):
-        render_plan(plan_hyperband(fidelity.max, fidelity.eta, fidelity.min))
+        render_plan(plan_hyperband(fidelity.max, fidelity.eta, fidelity.min), unit)
     if spec.scheduler.kind == "mfho-hedge":
         console.print(
             "mfho-hedge uses these brackets but not these counts: the first configurations run to "
@@ -120,20 +121,24 @@ def describe_study(spec: Any, source: str, epoch_time: str | None) -> None:
     trials = spec.budget.max_trials
     limits = []
     if epochs is not None:
-        limits.append(f"{epochs} epochs = {epochs / fidelity.max:.1f} full-budget equivalents")
+        limits.append(f"{epochs} {unit} = {epochs / fidelity.max:.1f} full-budget equivalents")
     if trials is not None:
-        limits.append(f"{trials} trials (at most {trials * fidelity.max} epochs)")
+        limits.append(f"{trials} trials (at most {trials * fidelity.max} {unit})")
     if spec.budget.wall_clock is not None:
         limits.append(f"{spec.budget.wall_clock / 3600:.1f} h of wall clock")
     console.print(f"budget: {'; '.join(limits)}", highlight=False)
     bounds = [b for b in (epochs, trials * fidelity.max if trials else None) if b is not None]
     if epoch_time is not None and bounds:
         bound = min(bounds)
-        hours = bound * parse_duration(epoch_time) / 3600
+        # a data-fraction unit is 1/max of a full run of schedule_epochs epochs on every identity
+        full_epochs = bound * fidelity.schedule_epochs / fidelity.max if fidelity.retrains else bound
+        hours = full_epochs * parse_duration(epoch_time) / 3600
         gpu = spec.resources.gpu
         cost = f"{hours * gpu:.1f} GPU-hours ({gpu:g} GPU per trial)" if gpu else "resources.gpu is 0"
         console.print(
-            f"at most {bound} epochs x {epoch_time} = {hours:.1f} trial-hours: {cost}", highlight=False
+            f"at most {full_epochs:g} epochs on every identity x {epoch_time} = {hours:.1f} trial-hours: "
+            f"{cost}",
+            highlight=False,
         )
 
 

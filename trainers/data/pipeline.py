@@ -5,12 +5,13 @@ The trainer calls these two functions; every field of :class:`DataConfig` reache
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from trainers.data.config import DataConfig
+from trainers.data.frame_cache import FrameCache, ensure_frame_cache
 from trainers.data.index import DatasetIndex, Tracklet, read_dataset
 from trainers.data.pk_sampler import PKSampler
 from trainers.data.sampling import SamplingMode
@@ -37,6 +38,29 @@ def validation_split(index: DatasetIndex, config: DataConfig) -> ValidationSplit
     return make_validation_split(index, seed=config.split.seed, fraction=config.split.fraction)
 
 
+def frame_cache_for(index: DatasetIndex, config: DataConfig, cache_dir: Path | None) -> FrameCache | None:
+    """The shared frame cache of ``index`` at the configured frame size (built on first use), or None when
+    ``data.frame_cache`` is off."""
+    if not config.frame_cache:
+        return None
+    return ensure_frame_cache(index, config.transform, cache_dir)
+
+
+class EpochBatches(Sampler[list[tuple[int, int]]]):
+    """A PK sampler's batches as ``(epoch, index)`` pairs, so persistent loader workers need no
+    ``set_epoch`` of their dataset copy."""
+
+    def __init__(self, sampler: PKSampler) -> None:
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch = self.sampler.epoch
+        return iter([[(epoch, i) for i in batch] for batch in self.sampler])
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
 def train_loader(
     index: DatasetIndex,
     split: ValidationSplit,
@@ -44,11 +68,14 @@ def train_loader(
     *,
     seed: int = 0,
     data_fraction: float = 1.0,
+    cache_dir: Path | None = None,
 ) -> tuple[DataLoader[dict[str, object]], TrackletDataset, PKSampler]:
     """PK batches of training clips. Call ``dataset.set_epoch(e)`` and ``sampler.set_epoch(e)`` each epoch;
     together with ``seed`` they fix every sample (exact resume). With ``data_fraction`` < 1 only that share
     of the training identities is sampled (:func:`identity_subset`, seeded by ``data.split.subset_seed``);
-    the class labels still cover every training identity, so a checkpoint continues on a larger fraction."""
+    the class labels still cover every training identity, so a checkpoint continues on a larger fraction.
+    ``cache_dir``: root of the frame cache (``runtime.cache_dir``; None = $AGVP_CACHE or ~/.cache/agvp-hpo).
+    Workers are persistent (the batches carry the epoch, see :class:`EpochBatches`)."""
     tracklets = training_tracklets(index, split)
     labels = label_map(tracklets)
     tracklets = identity_subset(
@@ -62,13 +89,14 @@ def train_loader(
         transform=ClipTransform(config.transform, train=True),
         labels=labels,
         seed=seed,
+        frame_cache=frame_cache_for(index, config, cache_dir),
     )
     sampler = PKSampler([labels[t.pid] for t in tracklets], p=config.batch.p, k=config.batch.k, seed=seed)
     loader = DataLoader(
         dataset,
-        batch_sampler=sampler,
+        batch_sampler=EpochBatches(sampler),
         num_workers=config.workers,
-        persistent_workers=False,
+        persistent_workers=config.workers > 0,
     )
     return loader, dataset, sampler
 
@@ -79,13 +107,15 @@ def eval_dataset(
     config: DataConfig,
     *,
     mode: SamplingMode | None = None,
+    cache_dir: Path | None = None,
 ) -> TrackletDataset:
     """Deterministic clips (``mode``, default the test sampling mode; no augmentation) for feature
-    extraction."""
+    extraction; frames from the frame cache of ``index`` when ``data.frame_cache`` is on."""
     return TrackletDataset(
         index.root,
         tracklets,
         seq_len=config.sampling.seq_len,
         mode=mode or config.sampling.test_mode,
         transform=ClipTransform(config.transform, train=False),
+        frame_cache=frame_cache_for(index, config, cache_dir),
     )

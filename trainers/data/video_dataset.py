@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from trainers.data.frame_cache import FrameCache
 from trainers.data.index import Tracklet
 from trainers.data.sampling import SamplingMode, sample_frame_indices
 from trainers.data.transforms import ClipTransform
@@ -37,7 +38,10 @@ class TrackletDataset(Dataset[dict[str, Any]]):
     - ``label``: class label from ``labels`` (folder id -> label), or -1 when no labels are given;
     - ``camera``: camera id; ``index``: position of the tracklet in this dataset.
 
-    Frames are read under ``root``, or under a tracklet's own root (tracklets of extra training sources).
+    Frames are read under ``root``, or under a tracklet's own root (tracklets of extra training sources);
+    with a ``frame_cache`` (:mod:`trainers.data.frame_cache`) they come already resized from it instead,
+    which gives identical clips. An index may also be an ``(epoch, index)`` pair: the training loader's
+    batches carry the epoch, so persistent workers (which keep their copy of the dataset) still follow it.
     """
 
     def __init__(
@@ -50,7 +54,14 @@ class TrackletDataset(Dataset[dict[str, Any]]):
         transform: ClipTransform,
         labels: Mapping[int, int] | None = None,
         seed: int = 0,
+        frame_cache: FrameCache | None = None,
     ) -> None:
+        if frame_cache is not None and not frame_cache.matches(transform.config):
+            raise ValueError(
+                f"frame cache {frame_cache.folder} holds {frame_cache.height}x{frame_cache.width} "
+                f"{frame_cache.interpolation} frames, but the transform needs {transform.config.height}x"
+                f"{transform.config.width} {transform.config.interpolation}"
+            )
         self.root = Path(root)
         self.tracklets = tuple(tracklets)
         self.seq_len = seq_len
@@ -59,6 +70,7 @@ class TrackletDataset(Dataset[dict[str, Any]]):
         self.labels = dict(labels) if labels is not None else None
         self.seed = seed
         self.epoch = 0
+        self.frame_cache = frame_cache
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -66,12 +78,17 @@ class TrackletDataset(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.tracklets)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
         tracklet = self.tracklets[index]
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, epoch, index])
         clips = sample_frame_indices(len(tracklet.frames), self.seq_len, self.mode, rng)
+        cached = self.frame_cache.lookup(tracklet) if self.frame_cache is not None else None
         # Decode each distinct frame once even when padding or dense clips repeat it.
-        decoded = {int(i): load_frame(tracklet.frame_path(int(i), self.root)) for i in np.unique(clips)}
+        decoded = {
+            int(i): cached[i] if cached is not None else load_frame(tracklet.frame_path(int(i), self.root))
+            for i in np.unique(clips)
+        }
         tensors = [self.transform([decoded[int(i)] for i in clip], rng) for clip in clips]
         clip = tensors[0] if self.mode is not SamplingMode.DENSE else torch.stack(tensors)
         label = self.labels[tracklet.pid] if self.labels is not None else -1

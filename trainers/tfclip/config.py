@@ -202,7 +202,8 @@ class RuntimeConfig(StrictModel):
     #: query and gallery codes are both known and differ. X-TFCLIP's code adds 100 (a hard filter); its
     #: challenge report uses 0.2 / 0.1, the x-tfclip preset's values.
     eval_mask: dict[str, float] = Field(default_factory=dict)
-    #: Where the CLIP identity memory is cached (content-keyed); None = $AGVP_CACHE or ~/.cache/agvp-hpo.
+    #: Where the CLIP identity memory and the frame cache (``data.frame_cache``) live (content-keyed);
+    #: None = $AGVP_CACHE or ~/.cache/agvp-hpo.
     cache_dir: Path | None = None
 
     @model_validator(mode="after")

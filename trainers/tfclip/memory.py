@@ -98,7 +98,9 @@ def identity_memory(
     ).to(device)
     encoder.eval()
     tracklets = training_tracklets(index, split)
-    dataset = eval_dataset(index, tracklets, config.data, mode=SamplingMode.DENSE)
+    dataset = eval_dataset(
+        index, tracklets, config.data, mode=SamplingMode.DENSE, cache_dir=config.runtime.cache_dir
+    )
 
     def encode(clips: torch.Tensor, cameras: torch.Tensor) -> torch.Tensor:
         batch, frames = clips.shape[:2]

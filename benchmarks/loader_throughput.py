@@ -1,0 +1,162 @@
+"""Training data loader throughput: decoding JPEGs every epoch vs the shared frame cache.
+
+Why this exists: every trial of a study re-reads the same frames every epoch, and on a many-trial study the
+data loader, not the model, can bound the speed. The frame cache (trainers/data/frame_cache.py) decodes and
+resizes each frame once per (dataset, size, interpolation). This script measures, on a synthetic dataset in
+the AG-VPReID layout (``--scale agvp``: 689 training ids, ~5.5k tracklets, as the release's 689 / 5,317;
+fewer frames per tracklet), the training loader's frames/s for
+
+* the JPEG path (``data.frame_cache: false``) and the cache path (``true``),
+* at each ``--sizes`` (256x128 and 288x144) and ``--workers`` count (1 and 2 loader processes),
+
+plus the cache's build time and size per frame size, and checks that both paths give identical batches
+(same seed -> same tensors; exit 1 if not). Frames/s counts clip frames delivered (P x K x T per batch)
+after one warm-up batch, so worker start-up is excluded (workers are persistent anyway); per core =
+frames/s divided by the worker count (the training process's own time is not counted).
+
+    python benchmarks/loader_throughput.py [--scale agvp] [--data ROOT] [--batches 20] [--min-frames 4]
+        [--max-frames 8] [--json-out benchmarks/results/loader_throughput.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from save_json import save_json  # benchmarks/ is on sys.path when a script runs
+
+from trainers.data.config import DataConfig
+from trainers.data.frame_cache import ensure_frame_cache
+from trainers.data.index import read_dataset
+from trainers.data.pipeline import train_loader, validation_split
+from trainers.data.synth import SynthConfig, generate_dataset
+
+#: --scale: training ids and tracklets per identity and platform (as ``agvp-hpo data synth --scale``).
+SCALES = {"agvp": (689, (3, 5)), "small": (64, (3, 5))}
+
+
+def _config(size: str, workers: int, cache: bool) -> DataConfig:
+    return DataConfig.model_validate(
+        {"transform": {"size": size}, "workers": workers, "frame_cache": cache, "batch": {"p": 8, "k": 4}}
+    )
+
+
+def _measure(index: Any, config: DataConfig, batches: int, cache_dir: Path) -> tuple[float, torch.Tensor]:
+    loader, _, _ = train_loader(index, validation_split(index, config), config, cache_dir=cache_dir)
+    iterator = iter(loader)
+    first = next(iterator)["clip"]  # warm-up: worker start-up, first page-ins
+    frames = 0
+    started = time.perf_counter()
+    for _ in range(batches):
+        clip = next(iterator)["clip"]
+        frames += clip.shape[0] * clip.shape[1]
+    seconds = time.perf_counter() - started
+    del iterator, loader
+    return frames / seconds, first
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="agvp")
+    parser.add_argument("--data", type=Path, help="An existing dataset root instead of a synthetic one.")
+    parser.add_argument("--min-frames", type=int, default=4)
+    parser.add_argument("--max-frames", type=int, default=8)
+    parser.add_argument("--sizes", nargs="+", default=["256x128", "288x144"])
+    parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--batches", type=int, default=20, help="Timed batches (P=8 x K=4 clips of T=8).")
+    parser.add_argument("--json-out", type=Path, default=Path("benchmarks/results/loader_throughput.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    console = Console()
+    scratch = Path(tempfile.mkdtemp(prefix="agvp-loader-"))
+    try:
+        root = args.data
+        synth_seconds = None
+        if root is None:
+            ids, per_platform = SCALES[args.scale]
+            synth = SynthConfig(
+                train_ids=ids,
+                test_ids=2,
+                distractor_ids=0,
+                tracklets_per_platform=per_platform,
+                frames=(args.min_frames, args.max_frames),
+            )
+            started = time.perf_counter()
+            root = scratch / "data"
+            generate_dataset(root, synth)
+            synth_seconds = time.perf_counter() - started
+        index = read_dataset(root, splits=["train"])
+        total_frames = sum(len(t.frames) for t in index.tracklets)
+        rows: list[dict[str, Any]] = []
+        builds: dict[str, dict[str, float]] = {}
+        identical = True
+        for size in args.sizes:
+            cache_dir = scratch / f"cache-{size}"
+            started = time.perf_counter()
+            entry = ensure_frame_cache(index, _config(size, 0, True).transform, cache_dir)
+            builds[size] = {"seconds": time.perf_counter() - started, "mib": entry.nbytes / 2**20}
+            for workers in args.workers:
+                jpeg, first_jpeg = _measure(index, _config(size, workers, False), args.batches, cache_dir)
+                cached, first_cached = _measure(index, _config(size, workers, True), args.batches, cache_dir)
+                same = torch.equal(first_jpeg, first_cached)
+                identical &= same
+                rows.append(
+                    {
+                        "size": size,
+                        "workers": workers,
+                        "jpeg_fps": jpeg,
+                        "cache_fps": cached,
+                        "jpeg_fps_per_core": jpeg / max(workers, 1),
+                        "cache_fps_per_core": cached / max(workers, 1),
+                        "speedup": cached / jpeg,
+                        "identical": same,
+                    }
+                )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    table = Table(title=f"training loader, {len(index.tracklets)} tracklets, {total_frames} frames")
+    for column in ("size", "workers", "JPEG frames/s", "cache frames/s", "per core JPEG/cache", "x", "same"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(
+            r["size"],
+            str(r["workers"]),
+            f"{r['jpeg_fps']:.0f}",
+            f"{r['cache_fps']:.0f}",
+            f"{r['jpeg_fps_per_core']:.0f} / {r['cache_fps_per_core']:.0f}",
+            f"{r['speedup']:.1f}",
+            "yes" if r["identical"] else "NO",
+        )
+    console.print(table)
+    for size, build in builds.items():
+        console.print(f"cache {size}: built in {build['seconds']:.1f} s, {build['mib']:.0f} MiB")
+    result = {
+        "scale": args.scale if args.data is None else str(args.data),
+        "train_ids": len({t.pid for t in index.tracklets}),
+        "tracklets": len(index.tracklets),
+        "frames": total_frames,
+        "synth_seconds": synth_seconds,
+        "batches": args.batches,
+        "builds": builds,
+        "rows": rows,
+        "identical": identical,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    save_json(result, args.json_out)
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
