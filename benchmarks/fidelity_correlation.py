@@ -56,18 +56,18 @@ def sample_configs(n: int, seed: int) -> list[dict[str, float]]:
     return configs
 
 
-def train(task: tuple[int, dict[str, float], float, int, str]) -> dict[str, Any]:
-    """One run: ``config`` for ``epochs`` epochs on ``fraction`` of the identities (one torch thread)."""
+def train(task: tuple[int, dict[str, float], float, int, str, str]) -> dict[str, Any]:
+    """One run: ``config`` for ``epochs`` epochs on ``fraction`` of the identities (one torch thread; the
+    identity-memory cache in the run's scratch folder, never the user's home)."""
     import torch
 
     from trainers.engine import fit
     from trainers.tfclip.config import resolve_config
 
-    index, params, fraction, epochs, data = task
+    index, params, fraction, epochs, data, cache = task
     torch.set_num_threads(1)
-    config = resolve_config(
-        {"preset": "tiny-cpu"}, overrides={**params, "data.root": data, "runtime.threads": 1}
-    )
+    overrides = {**params, "data.root": data, "runtime.threads": 1, "runtime.cache_dir": cache}
+    config = resolve_config({"preset": "tiny-cpu"}, overrides=overrides)
     started = time.perf_counter()
     rows = fit(config, max_epochs=epochs, data_fraction=fraction)
     return {
@@ -95,6 +95,8 @@ def bootstrap_interval(a: list[float], b: list[float], draws: int = 2000) -> lis
         pick = rng.integers(0, len(x), len(x))
         if len(set(pick.tolist())) >= 4:
             rhos.append(spearman(list(x[pick]), list(y[pick])))
+    if not rhos:  # fewer than 4 configurations: no interval
+        return [float("nan"), float("nan")]
     return [round(float(v), 3) for v in np.nanpercentile(rhos, [5, 95])]
 
 
@@ -141,7 +143,10 @@ def train_all(
         if data is None:
             data = Path(scratch) / "data"
             generate_dataset(data)
-        tasks = [(i, c, f, epochs, str(data)) for f in [1.0, *fractions] for i, c in enumerate(configs)]
+        cache = str(Path(scratch) / "cache")
+        tasks = [
+            (i, c, f, epochs, str(data), cache) for f in [1.0, *fractions] for i, c in enumerate(configs)
+        ]
         started = time.perf_counter()
         with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
             runs = []

@@ -30,8 +30,9 @@ from trainers.engine import build_model, evaluate_model, fit
 from trainers.tfclip.config import resolve_config
 
 
-def run_seed(data: Path, epochs: int | None, seed: int) -> dict[str, Any]:
-    config = resolve_config({"preset": "tiny-cpu", "data": {"root": str(data)}, "runtime": {"seed": seed}})
+def run_seed(data: Path, epochs: int | None, seed: int, cache: Path) -> dict[str, Any]:
+    runtime = {"seed": seed, "cache_dir": str(cache)}  # the memory cache stays out of the user's home
+    config = resolve_config({"preset": "tiny-cpu", "data": {"root": str(data)}, "runtime": runtime})
     epochs = epochs or config.optim.epochs
     index = read_dataset(data, splits=["train"])
     split = validation_split(index, config.data)
@@ -70,7 +71,8 @@ def run_seed(data: Path, epochs: int | None, seed: int) -> dict[str, Any]:
 
 
 def run(data: Path, epochs: int | None, seeds: list[int], json_out: Path) -> None:
-    runs = [run_seed(data, epochs, seed) for seed in seeds]
+    with tempfile.TemporaryDirectory(prefix="agvp-cache-") as cache:
+        runs = [run_seed(data, epochs, seed, Path(cache)) for seed in seeds]
 
     def median(values: list[float]) -> float:
         return round(statistics.median(values), 4)
