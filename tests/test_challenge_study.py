@@ -131,3 +131,20 @@ def test_every_acp_module_composes_with_both_tower_kinds(
     loss = sum(v.float().mean() for k, v in out.items() if k.startswith("logits") or k == "v2m_logits")
     loss.backward()
     assert out["feat_cls"].shape[0] == 2
+
+
+def test_the_cpu_variant_runs_as_a_study(short_tmp: Path, small_root: Path) -> None:
+    """The CPU variant as a real study: Ray, Hyperband + mf-tpe from the preset's prior, the combined
+    fidelity (1 epoch on half the identities, then 2 on all), trials of both tower kinds."""
+    from hpo.ray_backend.runner import run_study
+    from hpo.study.folder import StudyFolder
+
+    raw = _cpu_variant(short_tmp, small_root)
+    raw["budget"] = {"max_trials": 3}
+    raw["execution"] = {"cpus": 2}
+    outcome = run_study(parse_study(raw))
+    assert outcome.status == "finished" and outcome.trials == 3
+    rows = StudyFolder.of(short_tmp / "results", raw["name"]).store.read()
+    assert (rows["status"] != "failed").all(), rows["error"].tolist()
+    assert set(rows["metric_fidelity_data_fraction"]) <= {0.5, 1.0}
+    assert (rows["resource"] == 2).any()  # something reached the full budget
