@@ -24,9 +24,8 @@ from typing import Any
 
 import torch
 
-from trainers.engine import _autocast, build_model
+from trainers.engine import _autocast, build_model, build_task
 from trainers.tfclip.config import TrainerConfig, resolve_config
-from trainers.tfclip.losses import ReIDTask
 from trainers.tfclip.optim import build_optimizer
 
 #: Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, by device-name fragment.
@@ -47,8 +46,8 @@ def measure(config: TrainerConfig, device: torch.device, *, steps: int, warmup: 
     embed = 512 if config.model.backbone != "tiny-cpu" else 64
     memory = torch.randn(classes, embed) if config.uses_memory else None
     model = build_model(config, classes, memory).to(device)
-    task = ReIDTask(config.loss, num_classes=classes, parts=model.parts, seq_len=config.data.sampling.seq_len)
-    optimizer = build_optimizer(model, config.optim)
+    task = build_task(config, model, classes).to(device)  # with the parts' widths, as fit builds it
+    optimizer = build_optimizer(model, config.optim, task=task)
     batch = config.data.batch.batch_size
     frames = config.data.sampling.seq_len
     size = (config.data.transform.height, config.data.transform.width)

@@ -32,9 +32,8 @@ from save_json import save_json  # benchmarks/ is on sys.path when a script runs
 
 from trainers.data.pipeline import read_training_index, train_loader, validation_split
 from trainers.data.synth import SynthConfig, generate_dataset
-from trainers.engine import build_model
+from trainers.engine import build_model, build_task
 from trainers.tfclip.config import resolve_config
-from trainers.tfclip.losses import ReIDTask
 from trainers.tfclip.memory import identity_memory
 from trainers.tfclip.optim import build_optimizer
 
@@ -83,13 +82,7 @@ def measure(preset: str, data: Path, scratch: Path, p: int, k: int, threads: int
     model.encoder.load_weights(weights)
     timed("weights load", started)
     started = time.perf_counter()
-    task = ReIDTask(
-        config.loss,
-        num_classes=len(labels),
-        parts=model.parts,
-        seq_len=config.data.sampling.seq_len,
-        dims=model.dims,
-    )
+    task = build_task(config, model, len(labels))
     optimizer = build_optimizer(model, config.optim, task=task)
     timed("task + optimizer", started)
     started = time.perf_counter()

@@ -98,6 +98,17 @@ def build_model(config: TrainerConfig, num_classes: int, memory: torch.Tensor | 
     )
 
 
+def build_task(config: TrainerConfig, model: TFCLIP, num_classes: int) -> ReIDTask:
+    """The loss of ``model``: its parts and their widths (center loss), the clip length (frame loss)."""
+    return ReIDTask(
+        config.loss,
+        num_classes=num_classes,
+        parts=model.parts,
+        seq_len=config.data.sampling.seq_len,
+        dims=model.dims,
+    )
+
+
 def model_from_checkpoint(payload: dict[str, Any]) -> tuple[TFCLIP, TrainerConfig]:
     """Rebuild the trained model of a checkpoint (for evaluation)."""
     config = TrainerConfig.model_validate(payload["config"])
@@ -183,14 +194,7 @@ def fit(
     if config.uses_memory:
         memory, memory_key = identity_memory(config, index, split, labels, device=device)
     model = build_model(config, len(labels), memory).to(device)
-    task = ReIDTask(
-        config.loss,
-        num_classes=len(labels),
-        parts=model.parts,
-        seq_len=config.data.sampling.seq_len,
-        dims=model.dims,
-    )
-    task.to(device)
+    task = build_task(config, model, len(labels)).to(device)
     optimizer = build_optimizer(model, config.optim, task=task)  # the task's center-loss centers too
 
     start_epoch = 0

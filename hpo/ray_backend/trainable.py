@@ -70,8 +70,8 @@ def run_job(config: dict[str, Any]) -> None:
     node = f"{ray.util.get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:8]}"
     trial_dir.mkdir(parents=True, exist_ok=True)
     target = int(payload["target"])
-    budget = Budget.from_dict(payload["budget"]) if payload.get("budget") else Budget(target)
-    at_end = bool(payload.get("report_at_end"))
+    budget = Budget.from_dict(payload["budget"])
+    at_end = bool(payload["report_at_end"])
 
     def report(result: dict[str, Any]) -> None:
         # Every row carries both fidelity dimensions; with a data fraction the scheduler's unit is the

@@ -502,6 +502,17 @@ def _ground_code(rng: np.random.Generator, used: set[str]) -> str:
             return code
 
 
+def check_output_folder(out: Path | str, *, overwrite: bool) -> Path:
+    """``out`` as a Path, if a generator may write there: a missing or empty folder, or any folder with
+    ``overwrite``; else :class:`DataError` naming it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError("output path exists and is not a folder", path=out)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DataError("output folder is not empty (use --overwrite to replace it)", path=out)
+    return out
+
+
 def generate_dataset(
     out: Path | str,
     config: SynthConfig | None = None,
@@ -515,11 +526,7 @@ def generate_dataset(
     """
     started = time.perf_counter()
     config = config or SynthConfig()
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DataError("output path exists and is not a folder", path=out)
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DataError("output folder is not empty (use --overwrite to replace it)", path=out)
+    out = check_output_folder(out, overwrite=overwrite)
     rng = np.random.default_rng([config.seed, 0])
 
     n_train, n_test, n_distractor = config.train_ids, config.test_ids, config.distractor_ids

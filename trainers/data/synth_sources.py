@@ -30,8 +30,14 @@ from trainers.data.layout import (
     GENERIC_TRACKLETS_FILE,
 )
 from trainers.data.matfile import write_mat
-from trainers.data.synth import SynthConfig, SynthSummary, _frames_of_tracklet, _TrackletPlan, draw_appearance
-from trainers.errors import DataError
+from trainers.data.synth import (
+    SynthConfig,
+    SynthSummary,
+    _frames_of_tracklet,
+    _TrackletPlan,
+    check_output_folder,
+    draw_appearance,
+)
 
 #: Rendering camera (AG-VPReID id, for the colour cast) per platform of a synthetic extra source.
 _RENDER_CAMERA = {"cctv": 0, "wearable": 2, "aerial": 4}
@@ -177,11 +183,7 @@ def generate_source(
         raise ValueError(f"layout is {layout!r}, but must be one of {', '.join(_WRITERS)}")
     started = time.perf_counter()
     config = config or SynthConfig()
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DataError("output path exists and is not a folder", path=out)
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DataError("output folder is not empty (use --overwrite to replace it)", path=out)
+    out = check_output_folder(out, overwrite=overwrite)
     plans = _plans(config)
     total = sum(len(items) for items in plans.values())
     done = 0
