@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 import yaml
 
-from hpo.study import load_study, parse_study
+from hpo.study import StudyError, load_study, parse_study
 from hpo.study.build import trainer_settings
 from hpo.study.validate import probe_points, validate_study
 from trainers.data.synth import SynthConfig
 from trainers.data.synth_sources import generate_source
 from trainers.protocol import Budget
-from trainers.tfclip.config import trial_config
+from trainers.tfclip.config import ConfigError, trial_config
 from trainers.tfclip.trial import TFCLIPTrainer
 
 CHALLENGE = Path(__file__).resolve().parents[1] / "search_spaces" / "challenge.yaml"
@@ -39,6 +39,15 @@ def test_the_bundled_challenge_study_validates_as_written() -> None:
     for backbone in ("ViT-B-16", "EVA02-L-14"):
         config = trial_config(settings, {"model.backbone": backbone})
         assert config.model.weights is not None and config.model.weights.name == f"{backbone}.pt"
+    # a backbone the mapping does not name is one line naming the key, not a random-init trial
+    with pytest.raises(
+        ConfigError, match=r"trainer.weights names files for ViT-B-16, EVA02-L-14, but not for"
+    ):
+        trial_config(settings, {"model.backbone": "ViT-L-14"})
+    empty = yaml.safe_load(CHALLENGE.read_text(encoding="utf-8"))
+    empty["trainer"]["weights"] = {}
+    with pytest.raises(StudyError, match=r"trainer\.weights must name at least one backbone"):
+        parse_study(empty)
 
 
 def _cpu_variant(tmp_path: Path, small_root: Path) -> dict[str, Any]:
