@@ -9,6 +9,8 @@ itself the n-th time it gets there), not after a sleep, so narrow windows are hi
 * ``released``, ``compaction``, ``folder-created``, ``finishing``: SIGKILL inside those windows;
 * ``concurrent-resume``: after a kill, two ``resume`` of the study at once;
 * ``truncated-state``: after a kill, ``state.json`` cut to half its length;
+* ``torn-log``: after a kill, the last event of ``state.events.jsonl`` cut in half (a kill inside its
+  write);
 * ``deleted-part``: after a kill, one result part file deleted (data loss from outside: the target is
   that ``resume`` notices and refuses; then ``agvp-hpo check --repair`` records the loss and the study
   resumes to its end - its lost rows are reported, not counted as a fault).
@@ -42,6 +44,7 @@ import yaml
 from save_json import save_json  # benchmarks/ is on sys.path when a script runs
 
 from hpo.faults import FAULT_ENV
+from hpo.session.driver import events_file
 from hpo.study.check import check_study
 from hpo.study.folder import StudyFolder
 
@@ -54,6 +57,7 @@ SCENARIOS = (
     "finishing",
     "concurrent-resume",
     "truncated-state",
+    "torn-log",
     "deleted-part",
 )
 TIMEOUT = 300
@@ -180,6 +184,11 @@ def one_round(
     elif scenario == "truncated-state" and folder.state_file.is_file():
         text = folder.state_file.read_bytes()
         folder.state_file.write_bytes(text[: len(text) // 2])
+    elif scenario == "torn-log" and events_file(folder).is_file():
+        lines = events_file(folder).read_bytes().splitlines(keepends=True)
+        if len(lines) > 1:  # a header and at least one event
+            lines[-1] = lines[-1][: len(lines[-1]) // 2]
+            events_file(folder).write_bytes(b"".join(lines))
     elif scenario == "deleted-part":
         parts = sorted(folder.store.results_dir.glob("*part-*.parquet")) if folder.path.exists() else []
         if parts:

@@ -12,7 +12,9 @@ fewer frames per tracklet), the training loader's frames/s for
 plus the cache's build time and size per frame size, and checks that both paths give identical batches
 (same seed -> same tensors; exit 1 if not). Frames/s counts clip frames delivered (P x K x T per batch)
 after one warm-up batch, so worker start-up is excluded (workers are persistent anyway); per core =
-frames/s divided by the worker count (the training process's own time is not counted).
+frames/s divided by the worker count (the training process's own time is not counted). The loader delivers
+uint8 clips; the trainer's conversion to normalised float (``to_model_input``, on the GPU in training) is
+timed apart, on this CPU, as ``normalise_ms_per_batch_cpu``.
 
     python benchmarks/loader_throughput.py [--scale agvp] [--data ROOT] [--batches 20] [--min-frames 4]
         [--max-frames 8] [--json-out benchmarks/results/loader_throughput.json]
@@ -40,6 +42,7 @@ from trainers.data.frame_cache import ensure_frame_cache
 from trainers.data.index import read_dataset
 from trainers.data.pipeline import train_loader, validation_split
 from trainers.data.synth import SynthConfig, generate_dataset
+from trainers.data.transforms import to_model_input
 
 #: --scale: training ids and tracklets per identity and platform (as ``agvp-hpo data synth --scale``).
 SCALES = {"agvp": (689, (3, 5)), "small": (64, (3, 5))}
@@ -51,18 +54,27 @@ def _config(size: str, workers: int, cache: bool) -> DataConfig:
     )
 
 
-def _measure(index: Any, config: DataConfig, batches: int, cache_dir: Path) -> tuple[float, torch.Tensor]:
+def _measure(
+    index: Any, config: DataConfig, batches: int, cache_dir: Path
+) -> tuple[float, float, dict[str, torch.Tensor]]:
+    """(frames/s delivered, ms per batch of ``to_model_input`` on this CPU, the first batch)."""
     loader, _, _ = train_loader(index, validation_split(index, config), config, cache_dir=cache_dir)
     iterator = iter(loader)
-    first = next(iterator)["clip"]  # warm-up: worker start-up, first page-ins
+    first = next(iterator)  # warm-up: worker start-up, first page-ins
     frames = 0
     started = time.perf_counter()
     for _ in range(batches):
-        clip = next(iterator)["clip"]
-        frames += clip.shape[0] * clip.shape[1]
+        batch = next(iterator)
+        frames += batch["clip"].shape[0] * batch["clip"].shape[1]
     seconds = time.perf_counter() - started
     del iterator, loader
-    return frames / seconds, first
+    # The trainer's side, timed apart (not in frames/s): uint8 -> normalised, erased float. On a GPU this
+    # runs there; here it is the CPU worst case.
+    started = time.perf_counter()
+    for _ in range(3):
+        to_model_input(batch, config.transform, "cpu")
+    normalise_ms = (time.perf_counter() - started) / 3 * 1e3
+    return frames / seconds, normalise_ms, first
 
 
 def main() -> int:
@@ -106,9 +118,11 @@ def main() -> int:
             entry = ensure_frame_cache(index, _config(size, 0, True).transform, cache_dir)
             builds[size] = {"seconds": time.perf_counter() - started, "mib": entry.nbytes / 2**20}
             for workers in args.workers:
-                jpeg, first_jpeg = _measure(index, _config(size, workers, False), args.batches, cache_dir)
-                cached, first_cached = _measure(index, _config(size, workers, True), args.batches, cache_dir)
-                same = torch.equal(first_jpeg, first_cached)
+                jpeg, _, first_jpeg = _measure(index, _config(size, workers, False), args.batches, cache_dir)
+                cached, normalise_ms, first_cached = _measure(
+                    index, _config(size, workers, True), args.batches, cache_dir
+                )
+                same = all(torch.equal(first_jpeg[key], first_cached[key]) for key in ("clip", "erase"))
                 identical &= same
                 rows.append(
                     {
@@ -119,6 +133,7 @@ def main() -> int:
                         "jpeg_fps_per_core": jpeg / max(workers, 1),
                         "cache_fps_per_core": cached / max(workers, 1),
                         "speedup": cached / jpeg,
+                        "normalise_ms_per_batch_cpu": normalise_ms,
                         "identical": same,
                     }
                 )

@@ -10,7 +10,13 @@ the seconds of each stage ``trainers.engine.fit`` runs before its first training
 * task and optimizer;
 * the first batch (loading it) and the first step (forward, backward, optimizer step);
 * the checkpoint ``fit`` writes after an epoch (model, task, optimizer state with Adam's moments after that
-  step): its size, save and restore (``torch.load`` plus ``load_state_dict``) seconds.
+  step): its size, save and restore (``torch.load`` plus ``load_state_dict``) seconds;
+* how long that checkpoint blocks the training loop: written synchronously (before: save + fsync) against
+  ``fit``'s background write while the validation pass runs (the loop waits only for what is left of the
+  write when validation ends), and what a CPU copy of the state would cost (``fit`` makes none);
+* the weights file read whole against memory-mapped (``torch.load(mmap=True)``), each in a fresh process:
+  seconds, and the process's private (anonymous) and file-backed resident memory after the load; mapped
+  pages are the node's page cache, shared by every trial that reads the file.
 
 Prints a table and writes JSON. The batch is reduced to 2 identities x 2 tracklets (``--p`` / ``--k``) so
 that one ViT-B/16 step fits a CPU; the stages before the step do not depend on it.
@@ -21,7 +27,10 @@ that one ViT-B/16 step fits a CPU; the stages before the step do not depend on i
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,9 +39,13 @@ from typing import Any
 import torch
 from save_json import save_json  # benchmarks/ is on sys.path when a script runs
 
+from trainers.atomic import atomic_write
+from trainers.checkpoint_writer import CheckpointWriter, save_payload, snapshot
 from trainers.data.pipeline import read_training_index, train_loader, validation_split
+from trainers.data.split import validation_views
 from trainers.data.synth import SynthConfig, generate_dataset
-from trainers.engine import build_model, build_task
+from trainers.data.transforms import to_model_input
+from trainers.engine import build_model, build_task, evaluate_model
 from trainers.tfclip.config import resolve_config
 from trainers.tfclip.memory import identity_memory
 from trainers.tfclip.optim import build_optimizer
@@ -90,7 +103,8 @@ def measure(preset: str, data: Path, scratch: Path, p: int, k: int, threads: int
     timed("first batch", started)
     started = time.perf_counter()
     model.train()
-    terms = task(model(batch["clip"], batch["camera"]), batch["label"])
+    clips = to_model_input(batch, config.data.transform, device)
+    terms = task(model(clips, batch["camera"]), batch["label"])
     optimizer.zero_grad(set_to_none=True)
     terms["loss"].backward()
     optimizer.step()
@@ -108,6 +122,8 @@ def measure(preset: str, data: Path, scratch: Path, p: int, k: int, threads: int
     task.load_state_dict(restored["task"])
     optimizer.load_state_dict(restored["optimizer"])
     timed("checkpoint restore", started)
+    blocked = checkpoint_blocking(model, task, optimizer, config, index, split, scratch / f"{preset}-async")
+    weights_memory = {mmap: weights_load(preset, weights, mmap, threads) for mmap in (False, True)}
     before_step = sum(
         v for s, v in seconds.items() if s not in ("identity memory (hit)",) and "checkpoint" not in s
     )
@@ -122,7 +138,96 @@ def measure(preset: str, data: Path, scratch: Path, p: int, k: int, threads: int
         "seconds": seconds,
         "start_to_first_step_miss": round(before_step, 2),
         "checkpoint_mb": round(path.stat().st_size / 2**20, 1),
+        "checkpoint_blocking": blocked,
+        "weights_load": {
+            "read whole" if not mmap else "mmap": value for mmap, value in weights_memory.items()
+        },
     }
+
+
+def checkpoint_blocking(
+    model: Any, task: Any, optimizer: Any, config: Any, index: Any, split: Any, folder: Path
+) -> dict[str, float]:
+    """Seconds the training loop waits for one epoch's checkpoint: synchronous (save, fsync, rename) against
+    fit's background write of the live tensors overlapping the validation pass (and what a CPU copy of the
+    state, which fit does not make, would cost)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    views = validation_views(index, split)
+    device = torch.device("cpu")
+    state = {"model": model.state_dict(), "task": task.state_dict(), "optimizer": optimizer.state_dict()}
+    started = time.perf_counter()
+    evaluate_model(model, config, index, views, device)
+    validation_alone = time.perf_counter() - started
+    started = time.perf_counter()
+    atomic_write(folder / "sync.pt", lambda temporary: save_payload(state, temporary))
+    synchronous = time.perf_counter() - started
+    started = time.perf_counter()
+    snapshot(state)
+    copy_seconds = time.perf_counter() - started
+    writer = CheckpointWriter()
+    started = time.perf_counter()
+    writer.submit(folder / "async.pt", state)
+    submitted = time.perf_counter() - started
+    started = time.perf_counter()
+    evaluate_model(model, config, index, views, device)
+    validation_during = time.perf_counter() - started
+    started = time.perf_counter()
+    writer.wait()
+    waited = time.perf_counter() - started
+    return {
+        "validation_seconds": round(validation_alone, 3),
+        "blocked_before_sync_write": round(synchronous, 3),
+        "blocked_after_submit": round(submitted, 3),
+        "blocked_after_wait_at_report": round(waited, 3),
+        "blocked_after_total": round(submitted + waited, 3),
+        "background_write_seconds": round(writer.written_seconds, 3),
+        "validation_seconds_during_write": round(validation_during, 3),
+        "cpu_copy_of_state_seconds_not_made": round(copy_seconds, 3),
+    }
+
+
+#: Run in a fresh process: load the weights file into the model's tower, print seconds and memory.
+WEIGHTS_PROBE = """
+import json, sys, time, torch
+from pathlib import Path
+from trainers.tfclip import backbone
+from trainers.tfclip.config import resolve_config
+from trainers.engine import build_model
+def status():
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return {k: int(fields[k].split()[0]) / 1024 for k in ("RssAnon", "RssFile", "VmHWM")}
+preset, path, mmap, threads = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4])
+torch.set_num_threads(threads)
+if not mmap:
+    original = torch.load
+    def whole(*args, **kwargs):
+        kwargs["mmap"] = False
+        return original(*args, **kwargs)
+    torch.load = whole
+config = resolve_config({"preset": preset})
+model = build_model(config, 4, None)
+before = status()
+started = time.perf_counter()
+state = backbone._visual_state_dict(path)
+read = time.perf_counter() - started
+loaded = status()
+model.encoder.load_weights(path)
+seconds = time.perf_counter() - started
+after = status()
+print(json.dumps({
+    "read_state_dict_seconds": round(read, 3),
+    "read_and_load_seconds": round(seconds, 3),
+    "state_dict_anon_mb": round(loaded["RssAnon"] - before["RssAnon"], 1),
+    "state_dict_file_mb": round(loaded["RssFile"] - before["RssFile"], 1),
+    "peak_rss_growth_mb": round(after["VmHWM"] - before["VmHWM"], 1),
+}))
+"""
+
+
+def weights_load(preset: str, path: Path, mmap: bool, threads: int) -> dict[str, float]:
+    command = [sys.executable, "-c", WEIGHTS_PROBE, preset, str(path), "1" if mmap else "0", str(threads)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -148,6 +253,10 @@ def main() -> None:
             )
             for stage, value in result["seconds"].items():
                 print(f"  {stage:28s} {value:8.3f} s")
+            for name, value in {**result["checkpoint_blocking"]}.items():
+                print(f"  checkpoint {name:40s} {value:8.3f} s")
+            for way, figures in result["weights_load"].items():
+                print(f"  weights load ({way}): {figures}")
             print(
                 f"  start to first step (memory miss): {result['start_to_first_step_miss']:.2f} s; "
                 f"checkpoint {result['checkpoint_mb']} MB",

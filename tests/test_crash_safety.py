@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from hpo.cli import app
 from hpo.faults import FAULT_ENV, parse_fault
-from hpo.session.driver import StudyDriver, backup_file, load_state
+from hpo.session.driver import StudyDriver, backup_file, load_state, replayed_state
 from hpo.study import parse_study
 from hpo.study.build import core_from_spec
 from hpo.study.check import check_study
@@ -204,7 +204,7 @@ def test_released_checkpoints_are_deleted_only_after_the_state_says_so(
     monkeypatch.setattr(driver_module, "fault_point", killed)
     with pytest.raises(SystemExit):
         driver.fail(job.trial_id, "crashed")
-    state = load_state(driver.folder)
+    state = replayed_state(driver.folder, load_state(driver.folder), spec=driver.spec)  # with its log
     assert dict(state["core"]["trials"])[0]["status"] == "failed"  # the state says released ...
     assert checkpoint.is_file()  # ... before the files go
     monkeypatch.setattr(driver_module, "fault_point", lambda point: None)
@@ -220,7 +220,7 @@ def test_a_damaged_state_file_resumes_from_its_backup(tmp_path: Path) -> None:
     text = driver.folder.state_file.read_text()
     driver.folder.state_file.write_text(text[: len(text) // 2])
     state = load_state(driver.folder)
-    assert state == json.loads(backup_file(driver.folder).read_text())
+    assert state.pop("events") == [] and state == json.loads(backup_file(driver.folder).read_text())
     from hpo.study.check import _states
 
     _, problems = _states(driver.folder)
@@ -232,7 +232,8 @@ def test_check_reports_in_plain_words_and_repairs_what_the_rows_rebuild(tmp_path
 
     folder = write_study(tmp_path, "done", scheduler="hyperband")  # synchronous rungs stop their losers
     assert runner.invoke(app, ["check", str(folder.path)]).exit_code == 1  # no best.yaml: written by hand
-    stopped = next(t for t, raw in load_state(folder)["core"]["trials"] if raw["status"] == "stopped")
+    state = replayed_state(folder, load_state(folder))
+    stopped = next(t for t, raw in state["core"]["trials"] if raw["status"] == "stopped")
     folder.trial_dir(stopped).mkdir(parents=True)  # checkpoints left behind by a stopped trial
     result = runner.invoke(app, ["check", str(folder.path)])
     assert result.exit_code == 1

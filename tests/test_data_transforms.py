@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from trainers.data.config import TransformConfig
 from trainers.data.index import read_dataset
 from trainers.data.split import label_map
-from trainers.data.transforms import ClipTransform
+from trainers.data.transforms import ClipTransform, to_model_input
 from trainers.data.video_dataset import TrackletDataset
 from trainers.errors import DataError
 
@@ -36,8 +36,10 @@ ALTERNATIVES: dict[str, tuple[Any, Any]] = {
 
 
 def _clip(train: bool = True, seed: int = 0, **overrides: Any) -> torch.Tensor:
+    """The model input: the worker's uint8 clip, normalised and erased by ``to_model_input``."""
     config = TransformConfig(**{**BASE, **overrides})
-    return ClipTransform(config, train=train)(FRAMES, np.random.default_rng(seed))
+    pixels, erase = ClipTransform(config, train=train)(FRAMES, np.random.default_rng(seed))
+    return to_model_input({"clip": pixels, "erase": erase}, config, "cpu")
 
 
 def test_every_field_has_a_liveness_case() -> None:
@@ -84,7 +86,8 @@ def test_erasing_respects_area_and_aspect() -> None:
 def test_eval_transform_is_deterministic_without_rng() -> None:
     transform = ClipTransform(TransformConfig(**BASE), train=True)
     evaluation = ClipTransform(TransformConfig(**BASE), train=False)
-    assert torch.equal(evaluation(FRAMES), evaluation(FRAMES))
+    first, second = evaluation(FRAMES), evaluation(FRAMES)
+    assert torch.equal(first.pixels, second.pixels) and not first.erase.any()
     with pytest.raises(ValueError, match="need a seeded rng"):
         transform(FRAMES)
 

@@ -66,7 +66,9 @@ def test_training_batches_are_identical_with_the_cache_and_persistent_workers(
     for workers in (0, 1):  # a persistent worker keeps its dataset copy: the batches carry the epoch
         config = _config(True).model_copy(update={"workers": workers})
         for plain, cached in zip(reference, _two_epochs(index, config, tmp_path), strict=True):
+            assert plain["clip"].dtype == torch.uint8  # normalised on the device (to_model_input)
             assert torch.equal(plain["clip"], cached["clip"])
+            assert torch.equal(plain["erase"], cached["erase"])  # the same erasing decisions too
             assert plain["label"].tolist() == cached["label"].tolist()
     assert len(_entries(tmp_path)) == 1
 

@@ -26,6 +26,7 @@ from trainers.data.index import read_dataset
 from trainers.data.pipeline import eval_dataset, validation_split
 from trainers.data.sampling import SamplingMode, dense_clips
 from trainers.data.split import label_map, training_tracklets
+from trainers.data.transforms import to_model_input
 from trainers.engine import build_model
 from trainers.evaluation.masking import apply_attribute_penalty
 from trainers.openclip_compat import import_open_clip
@@ -387,7 +388,7 @@ def test_identity_memory_averages_every_dense_clip_then_per_identity(small_root:
     sums, counts = torch.zeros_like(memory), torch.zeros(len(labels))
     with torch.no_grad():
         for position, tracklet in enumerate(tracklets):
-            clips = dataset[position]["clip"]  # (C, T, 3, H, W)
+            clips = to_model_input(dataset[position], config.data.transform, "cpu")  # (C, T, 3, H, W)
             assert clips.shape[0] == len(dense_clips(len(tracklet.frames), T))
             cls = encoder(clips.flatten(0, 1))[:, 0]
             sums[labels[tracklet.pid]] += encoder.project(cls).view(clips.shape[0], T, -1).mean(1).mean(0)

@@ -3,7 +3,8 @@
 
 Nothing here imports Ray. Per epoch: train on PK batches, evaluate on the identity-disjoint validation split
 (A2G and G2A mAP/R1; objective ``val_map`` = mean mAP of the two), write a checkpoint (model, losses' state,
-optimiser, epoch, RNG state, memory key; atomically), then call ``report(result)`` - the result names the
+optimiser, epoch, RNG state, memory key; atomically, in a background thread while validation runs:
+:mod:`trainers.checkpoint_writer`), then call ``report(result)`` once it is on disk - the result names the
 checkpoint it belongs to, so a scheduler can resume exactly that state.
 
 Resume is exact: the schedule is a function of the epoch, sampling and augmentation are functions of
@@ -18,17 +19,17 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from trainers.atomic import atomic_write
+from trainers.checkpoint_writer import CheckpointWriter
 from trainers.data.pipeline import eval_dataset, read_training_index, train_loader, validation_split
 from trainers.data.sources import save_sources
 from trainers.data.split import ValidationSplit, validation_views
+from trainers.data.transforms import to_model_input
 from trainers.errors import AgvpError
 from trainers.evaluation.extract import extract_features
 from trainers.evaluation.protocol import ProtocolOptions, evaluate_views
@@ -84,6 +85,19 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not an agvp-hpo checkpoint")
     return payload
+
+
+def optimizer_step(
+    model: TFCLIP, optimizer: torch.optim.Optimizer, loss: torch.Tensor, config: TrainerConfig
+) -> None:
+    """Backward, gradient centralisation and clipping as configured, then the optimiser's step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.optim.grad_centralization:
+        centralize_gradients(model)
+    if config.optim.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+    optimizer.step()
 
 
 def build_model(config: TrainerConfig, num_classes: int, memory: torch.Tensor | None) -> TFCLIP:
@@ -220,6 +234,22 @@ def fit(
 
     views = validation_views(index, split)
     results: list[dict[str, Any]] = []
+    writer = CheckpointWriter(_save) if checkpoint_dir is not None else None
+    static = {
+        "format": CHECKPOINT_FORMAT,
+        "config": config.model_dump(mode="json"),
+        "num_classes": len(labels),
+        "labels": labels,
+        "split": _split_dict(split),
+        "memory_key": memory_key,
+    }
+
+    def checkpoint(epoch: int, rng: torch.Tensor) -> dict[str, Any]:
+        """What resume needs after ``epoch``. The live tensors, not copies: the write overlaps only the
+        validation pass, which changes no state (tested), and the next epoch starts after ``wait``."""
+        state = {"model": model.state_dict(), "task": task.state_dict(), "optimizer": optimizer.state_dict()}
+        return {**static, "epoch": epoch + 1, **state, "rng": {"torch": rng}}
+
     for epoch in range(start_epoch, max_epochs):
         started = time.perf_counter()
         model.train()
@@ -230,7 +260,7 @@ def fit(
         totals: dict[str, float] = {}
         steps = len(sampler)
         for step, batch in enumerate(loader):
-            clips = batch["clip"].to(device)
+            clips = to_model_input(batch, config.data.transform, device)  # uint8 -> normalised float
             cameras = batch["camera"].to(device)
             targets = batch["label"].to(device)
             with _autocast(config, device):
@@ -239,20 +269,25 @@ def fit(
             loss = terms["loss"]
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(epoch + 1, step, {k: float(v.detach()) for k, v in terms.items()})
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.optim.grad_centralization:
-                centralize_gradients(model)
-            if config.optim.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-            optimizer.step()
+            optimizer_step(model, optimizer, loss, config)
             for name, value in terms.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach())
             if progress is not None:
                 progress("train", step + 1, steps, float(loss.detach()))
         task.next_epoch()
         train_seconds = time.perf_counter() - started
-        metrics = evaluate_model(model, config, index, views, device)
+        # The checkpoint is the state after training, written while validation runs; validation draws from
+        # its own copy of the RNG, so a resume continues exactly where this run does.
+        rng = torch.get_rng_state()
+        if writer is not None:
+            writer.submit(checkpoint_dir / CHECKPOINT_FILE, checkpoint(epoch, rng))
+        try:
+            metrics = evaluate_model(model, config, index, views, device)
+        except BaseException:
+            if writer is not None:
+                writer.close(failing=True)  # no thread outlives fit; the validation error wins
+            raise
+        torch.set_rng_state(rng)
         result: dict[str, Any] = {
             "epoch": epoch + 1,
             **{f"train_{name}": total / max(1, steps) for name, total in totals.items()},
@@ -262,22 +297,8 @@ def fit(
             "train_seconds": round(train_seconds, 3),
             "eval_seconds": round(time.perf_counter() - started - train_seconds, 3),
         }
-        if checkpoint_dir is not None:
-            payload = {
-                "format": CHECKPOINT_FORMAT,
-                "epoch": epoch + 1,
-                "config": config.model_dump(mode="json"),
-                "num_classes": len(labels),
-                "labels": labels,
-                "split": _split_dict(split),
-                "memory_key": memory_key,
-                "model": model.state_dict(),
-                "task": task.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng": {"torch": torch.get_rng_state()},
-                "result": result,
-            }
-            atomic_write(checkpoint_dir / CHECKPOINT_FILE, partial(_save, payload))
+        if writer is not None:
+            writer.wait()  # the report names only a checkpoint complete on disk
             result["checkpoint"] = str(checkpoint_dir / CHECKPOINT_FILE)
         results.append(result)
         if report is not None:

@@ -7,6 +7,7 @@ import typer
 from hpo.cli.data import data_app
 from hpo.cli.evaluate import evaluate
 from hpo.cli.plan import plan
+from hpo.cli.plot import plot
 from hpo.cli.service import serve, submit
 from hpo.cli.study import best, check, export, resume, run, status, stop
 from hpo.cli.train import train
@@ -23,7 +24,7 @@ app.add_typer(data_app, name="data")
 app.command()(train)
 app.command()(evaluate)
 app.command()(plan)
-for command in (validate, run, resume, status, best, export, stop, check, serve, submit):
+for command in (validate, run, resume, status, best, export, plot, stop, check, serve, submit):
     app.command()(command)
 
 

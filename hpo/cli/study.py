@@ -84,11 +84,8 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def print_failures(rows: Any) -> None:
-    """How many trials failed and why (the first distinct messages), if any did."""
-    from hpo.study.analysis import failures
-
-    failed = failures(rows)
+def print_failures(failed: dict[str, Any]) -> None:
+    """How many trials failed and why (the first distinct messages: ``Study.failures()``), if any did."""
     if not failed["count"]:
         return
     console.print(f"[red]{failed['count']} trial(s) failed[/]; first errors:", highlight=False)
@@ -96,27 +93,25 @@ def print_failures(rows: Any) -> None:
         console.print(f"  {error['trials']} x {error['message']}", highlight=False, soft_wrap=True)
 
 
-def _finish_report(folder: Any, spec: Any, status: str) -> None:
-    """The end of ``run`` / ``resume``: failures, the best configurations; exit 1 if every trial failed."""
-    from hpo.study.analysis import best_trials
-
-    rows = folder.store.read()
-    print_failures(rows)
+def _finish_report(study: Any, status: str) -> None:
+    """The end of ``run`` / ``resume`` (``study``: the API's Study): failures, the best configurations; exit
+    1 if every trial failed."""
+    print_failures(study.failures())
     if status == "failed":
         raise typer.Exit(1)
-    best = best_trials(rows, spec.objective.mode, k=5)
+    best = study.best(k=5)
     if best.empty:
         console.print("no trial reported a value")
         return
-    console.print(best_table(best, spec.objective.metric, f"best {len(best)} of study {spec.name}"))
-    spread = rung_spread(folder.store.read())
+    console.print(best_table(best, study.metric, f"best {len(best)} of study {study.spec.name}"))
+    spread = rung_spread(study.rows())
     if spread is not None:
         epochs, count, low, high = spread
         console.print(
             f"at {epochs} epochs, the {count} trials measured there range from {low:.4f} to {high:.4f}"
         )
-    if folder.best_file.is_file():
-        console.print(f"best configuration: {folder.best_file}")
+    if study.folder.best_file.is_file():
+        console.print(f"best configuration: {study.folder.best_file}")
 
 
 def rung_spread(rows: Any) -> tuple[int, int, float, float] | None:
@@ -213,31 +208,31 @@ def run(
     epoch_time: EpochTimeOption = None,
 ) -> None:
     """Run a study: trials on Ray Tune at increasing epoch budgets; results in <storage.root>/<name>/."""
-    from hpo.ray_backend.runner import run_study
-    from hpo.study.validate import validate_study
+    from hpo import api
 
     with user_errors():
         spec, source = _load_run_spec(spec_path)
-        if name is not None:
-            spec = type(spec).model_validate({**spec.to_dict(), "name": name})
         if dry_run:
-            validate_study(spec, source=source)
+            spec = api.load_study(spec, name=name, source=source)
             describe_study(spec, source, epoch_time)
             return
         live, update = _progress_view()
+        path = Path(spec.storage.root) / (name or spec.name)
         try:
             with live:
-                outcome = run_study(spec, address=address, progress=update, source=source)
+                study = api.run(spec, name=name, address=address, progress=update, source=source)
         except KeyboardInterrupt:
-            raise _interrupted(Path(spec.storage.root) / spec.name) from None
+            raise _interrupted(path) from None
         except SystemExit as error:
-            raise _terminated(error, Path(spec.storage.root) / spec.name) from None
+            raise _terminated(error, path) from None
+    outcome = study.outcome
+    assert outcome is not None  # api.run always sets it
     console.print()
     console.print(
-        f"study {spec.name} {outcome.status} ({outcome.reason}) in {_duration(outcome.elapsed)}: "
-        f"{outcome.trials} trials, {outcome.total_resource} epochs; results in {outcome.folder.path}"
+        f"study {study.name} {outcome.status} ({outcome.reason}) in {_duration(outcome.elapsed)}: "
+        f"{outcome.trials} trials, {outcome.total_resource} epochs; results in {study.path}"
     )
-    _finish_report(outcome.folder, spec, outcome.status)
+    _finish_report(study, outcome.status)
 
 
 def resume(
@@ -246,27 +241,27 @@ def resume(
     address: AddressOption = None,
 ) -> None:
     """Continue a stopped or killed study from its saved scheduler state and checkpoints."""
-    from hpo.ray_backend.runner import resume_study
-    from hpo.study import load_study
-    from hpo.study.folder import find_study
+    from hpo import api
 
     with user_errors():
-        folder = find_study(study, root)
+        target = api.open_study(study, root=root)
         live, update = _progress_view()
         try:
             with live:
-                outcome = resume_study(folder, address=address, progress=update)
+                resumed = api.resume(target, address=address, progress=update)
         except KeyboardInterrupt:
-            raise _interrupted(folder.path) from None
+            raise _interrupted(target.path) from None
         except SystemExit as error:
-            raise _terminated(error, folder.path) from None
-        spec = load_study(folder.spec_file)
+            raise _terminated(error, target.path) from None
+        spec = resumed.spec
+    outcome = resumed.outcome
+    assert outcome is not None  # api.resume always sets it
     console.print()
     console.print(
         f"study {spec.name} {outcome.status} ({outcome.reason}) after {_duration(outcome.elapsed)} in all: "
         f"{outcome.trials} trials, {outcome.total_resource} epochs"
     )
-    _finish_report(outcome.folder, spec, outcome.status)
+    _finish_report(resumed, outcome.status)
 
 
 def _when(timestamp: Any) -> str:
@@ -285,8 +280,7 @@ def status(
     ] = None,
 ) -> None:
     """List studies under --root, or show one study: trials by state, best so far, budget, rungs."""
-    from hpo.study.analysis import best_trials, failures, rung_table, trial_table
-    from hpo.study.folder import find_study, list_studies, study_status
+    from hpo import api
 
     with user_errors():
         if address is not None:
@@ -297,20 +291,18 @@ def status(
             except Exception as error:  # connection refused, not a Ray dashboard, ...
                 raise fail(f"--address {address}: cannot list Ray jobs ({error})") from None
         if study is None:
-            folders = list_studies(root)
             rows = []
-            for folder in folders:
-                metadata = folder.store.read_metadata()
-                best = metadata.get("best") or {}
+            for listed in api.list_studies(root=root):
+                summary = listed.summary
                 rows.append(
                     {
-                        "name": folder.name,
-                        "status": study_status(folder, metadata),
-                        "trials": metadata.get("trials", {}),
-                        "best": best.get("value"),
-                        "budget_used": metadata.get("budget_used", {}),
-                        "started": metadata.get("started"),
-                        "updated": metadata.get("updated"),
+                        "name": summary["name"],
+                        "status": summary["status"],
+                        "trials": summary["trials"],
+                        "best": (summary["best"] or {}).get("value"),
+                        "budget_used": summary["budget_used"] or {},
+                        "started": summary["started"],
+                        "updated": summary["updated"],
                     }
                 )
             if as_json:
@@ -337,53 +329,51 @@ def status(
                 )
             console.print(table)
             return
-        folder = find_study(study, root)
-        metadata = folder.store.read_metadata()
-        spec = metadata.get("spec", {})
-        objective = spec.get("objective", {"metric": "value", "mode": "max"})
-        rows = folder.store.read()
-        state = study_status(folder, metadata)
-        trials = trial_table(rows, finished=state == "finished", live=state == "running")
-        best = best_trials(rows, objective["mode"], k=5)
+        target = api.open_study(study, root=root)
+        summary = target.summary
+        state = summary["status"]
+        trials = target.trials()
+        best = target.best(k=5)
+        failed = target.failures()
         if as_json:
             payload = {
-                "name": folder.name,
+                "name": target.name,
                 "status": state,
-                "reason": metadata.get("reason"),
-                "error": metadata.get("error"),
-                "budget_used": metadata.get("budget_used"),
+                "reason": summary["reason"],
+                "error": summary["error"],
+                "budget_used": summary["budget_used"],
                 "trials": trials["status"].value_counts().to_dict() if not trials.empty else {},
-                "failures": failures(rows),
+                "failures": failed,
                 "best": best.to_dict(orient="records"),
             }
             console.print_json(json.dumps(payload, default=str))
             return
         counts = trials["status"].value_counts().to_dict() if not trials.empty else {}
-        used = metadata.get("budget_used", {})
+        used = summary["budget_used"] or {}
         color = {"failed": "red", "interrupted": "yellow", "running": "green"}.get(state, "bold")
         console.print(
-            f"[bold]{folder.name}[/]: [{color}]{state}[/]"
-            + (f" ({metadata['reason']})" if metadata.get("reason") else "")
-            + (f" - [red]{metadata['error']}[/]" if metadata.get("error") else "")
+            f"[bold]{target.name}[/]: [{color}]{state}[/]"
+            + (f" ({summary['reason']})" if summary["reason"] else "")
+            + (f" - [red]{summary['error']}[/]" if summary["error"] else "")
         )
         console.print(
             f"trials: {', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'none yet'}; "
             f"budget used: {used.get('epochs', 0)} epochs, {_duration(used.get('seconds'))}; "
-            f"started {_when(metadata.get('started'))}, updated {_when(metadata.get('updated'))}"
+            f"started {_when(summary['started'])}, updated {_when(summary['updated'])}"
         )
-        table_rows = rung_table(rows)
-        if table_rows:
+        rungs = target.rungs()
+        if not rungs.empty:
             occupancy = Table(title="rungs", title_justify="left")
             for column in ("bracket", "rung", "epochs", "trials reported", "went further"):
                 occupancy.add_column(column, justify="right")
-            for entry in table_rows:
+            for entry in rungs.itertuples(index=False):
                 occupancy.add_row(
-                    *(str(entry[k]) for k in ("bracket", "rung", "resource", "trials", "advanced"))
+                    *(str(getattr(entry, k)) for k in ("bracket", "rung", "resource", "trials", "advanced"))
                 )
             console.print(occupancy)
-        print_failures(rows)
+        print_failures(failed)
         if not best.empty:
-            console.print(best_table(best, objective["metric"], "best so far"))
+            console.print(best_table(best, target.metric, "best so far"))
 
 
 def best(
@@ -396,17 +386,14 @@ def best(
     root: RootOption = Path("results"),
 ) -> None:
     """The best configurations of a study; --yaml prints the best one as a config `agvp-hpo train` takes."""
-    from hpo.study import load_study
-    from hpo.study.analysis import best_config_yaml, best_trials
-    from hpo.study.folder import find_study
+    from hpo import api
 
     with user_errors():
-        folder = find_study(study, root)
-        spec = load_study(folder.spec_file)
-        ranked = best_trials(folder.store.read(), spec.objective.mode, k=k)
-        if ranked.empty:
-            raise fail(f"study {spec.name} has no trial with a value yet")
-        text = best_config_yaml(spec, ranked.iloc[0]["params"])
+        target = api.open_study(study, root=root)
+        spec = target.spec
+        ranked = target.best(k=k)
+        top = None if ranked.empty else int(ranked.iloc[0]["trial_id"])
+        text = target.best_trainer_config_yaml(trial=top)  # one line if no trial has a value yet
         if as_yaml:
             typer.echo(text, nl=False)
             return
@@ -415,38 +402,67 @@ def best(
             return
         if spec.trainer.name != "tfclip":
             raise fail(f"--retrain needs trainer 'tfclip', but study {spec.name} uses {spec.trainer.name!r}")
-        config_path = folder.path / "retrain" / "config-best.yaml"
+        config_path = target.path / "retrain" / "config-best.yaml"
         config_path.parent.mkdir(parents=True, exist_ok=True)
         config_path.write_text(text, encoding="utf-8")
     from hpo.cli.evaluate import evaluate
     from hpo.cli.train import train
 
-    run_dir = folder.path / "retrain" / "run"
+    run_dir = target.path / "retrain" / "run"
     epochs = spec.fidelity.schedule_epochs  # a full run on every identity, whatever the fidelity
     console.print(f"retraining trial {ranked.iloc[0]['trial_id']} at {epochs} epochs -> {run_dir}")
     train(config_path, epochs=epochs, out=run_dir, resume=None, data=None, set_=None)
     evaluate(
         run_dir,
         data=spec.trainer.data,
-        json_out=folder.path / "retrain" / "test-report.json",
-        submission=folder.path / "retrain" / "submission.csv",
+        json_out=target.path / "retrain" / "test-report.json",
+        submission=target.path / "retrain" / "submission.csv",
     )
 
 
 def export(
     study: Annotated[str, typer.Argument(help="Study folder or name.")],
-    to: Annotated[Path, typer.Option("--to", help="Parquet file to write (all result rows).")],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            metavar="FILE.parquet|URL",
+            help="Parquet file (every result row), or an Optuna storage URL (sqlite:///study.db, "
+            "postgresql://...) to write the study into as an Optuna study.",
+        ),
+    ],
+    to_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="parquet or optuna (default: optuna for a URL with '://', else parquet)."
+        ),
+    ] = None,
+    study_name: Annotated[
+        str | None, typer.Option("--study-name", help="Optuna study name (default: the study's name).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an Optuna study of that name in the storage.")
+    ] = False,
     root: RootOption = Path("results"),
 ) -> None:
-    """Write every result row of a study to one Parquet file."""
-    from hpo.study.folder import find_study
+    """Write every result row of a study to one Parquet file, or the study into an Optuna storage."""
+    from hpo import api
+    from hpo.cli.plot import export_optuna
 
     with user_errors():
-        if to.suffix != ".parquet":
-            raise fail(f"--to {to} must end in .parquet")
-        folder = find_study(study, root)
-        path = folder.store.export(to)
-    console.print(f"wrote {len(folder.store.read())} rows to {path}")
+        kind = to_format or ("optuna" if "://" in to else "parquet")
+        if kind not in ("parquet", "optuna"):
+            raise fail(f"--format {kind} must be parquet or optuna")
+        if kind == "optuna":
+            export_optuna(study, to, root, study_name=study_name, overwrite=overwrite)
+            return
+        if study_name is not None or overwrite:
+            raise fail("--study-name and --overwrite apply to an Optuna export only (--format optuna)")
+        if Path(to).suffix != ".parquet":
+            raise fail(f"--to {to} must end in .parquet (or be an Optuna storage URL: sqlite:///study.db)")
+        exported = api.open_study(study, root=root)
+        path = exported.export(to)
+    console.print(f"wrote {len(exported.rows())} rows to {path}")
 
 
 def stop(

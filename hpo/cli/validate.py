@@ -133,8 +133,15 @@ def describe_study(spec: Any, source: str, epoch_time: str | None) -> None:
         # a data-fraction unit is 1/max of a full run of schedule_epochs epochs on every identity
         full_epochs = bound * fidelity.schedule_epochs / fidelity.max if fidelity.retrains else bound
         hours = full_epochs * parse_duration(epoch_time) / 3600
-        gpu = spec.resources.gpu
-        cost = f"{hours * gpu:.1f} GPU-hours ({gpu:g} GPU per trial)" if gpu else "resources.gpu is 0"
+        gpu, packed = spec.resources.gpu, spec.resources.trials_per_gpu
+        if isinstance(packed, int):
+            gpu = 1 / packed
+        if packed == "auto":
+            cost = "GPU-hours depend on the trials per GPU the probe picks (trials_per_gpu: auto)"
+        elif gpu:
+            cost = f"{hours * gpu:.1f} GPU-hours ({gpu:g} GPU per trial)"
+        else:
+            cost = "resources.gpu is 0"
         console.print(
             f"at most {full_epochs:g} epochs on every identity x {epoch_time} = {hours:.1f} trial-hours: "
             f"{cost}",
@@ -157,11 +164,10 @@ def validate(
 ) -> None:
     """Check a study file completely (schema, trainer keys and values, couplings, objective) without running
     it; print what it would do. Exit 0 if valid, 2 with one line naming the file and field if not."""
-    from hpo.study import load_study, resolve_study_path
-    from hpo.study.validate import validate_study
+    from hpo import api
+    from hpo.study import resolve_study_path
 
     with user_errors():
-        path = resolve_study_path(spec_path)
-        spec = load_study(path)
-        validate_study(spec, source=str(path))
+        path = resolve_study_path(spec_path)  # the file the messages name (a bundled one for a bare name)
+        spec = api.load_study(path)
         describe_study(spec, str(path), epoch_time)

@@ -22,6 +22,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from hpo.ray_backend.trainable import prune_epoch_files
 from hpo.results import ERROR_KEY
 from hpo.schedulers.base import Decision, Job
 from hpo.session.driver import StudyDriver
@@ -160,6 +161,11 @@ class CoreScheduler(NotPickled, FIFOScheduler):
             self.driver.fail(job.trial_id, str(result[ERROR_KEY]), node=node)
             return TrialScheduler.STOP
         decision = self.driver.report(job.trial_id, result, node=node)
+        checkpoint = self.driver.trials[job.trial_id].checkpoint
+        if decision is not Decision.CONTINUE and checkpoint:
+            # the job ends here: once the state naming its last file is durable, it leaves that one file
+            self.driver.make_durable()
+            prune_epoch_files(self.driver.folder.trial_dir(job.trial_id), keep={Path(checkpoint)})
         return TrialScheduler.CONTINUE if decision is Decision.CONTINUE else TrialScheduler.STOP
 
     def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo.faults import fault_point
+from hpo.ray_backend.packing import pack_trials
 from hpo.ray_backend.trainable import AGVP_KEY
 from hpo.schedulers.base import Job
 from hpo.session.driver import StudyDriver, driver_identity, load_state
@@ -51,6 +52,7 @@ from hpo.study.loader import load_study
 from hpo.study.lock import StudyLock
 from hpo.study.spec import StudySpec
 from hpo.study.validate import validate_study
+from trainers.protocol import TRAINERS
 
 #: progress(summary): called about twice a second while the study runs.
 Progress = Callable[[StudySummary], None]
@@ -84,6 +86,8 @@ def check_inputs(spec: StudySpec) -> None:
         raise RunError(
             f"trainer.data: {trainer.data} is not a folder (generate one: agvp-hpo data synth PATH)"
         )
+    if trainer.name not in TRAINERS and trainer.data is not None and not Path(trainer.data).exists():
+        raise RunError(f"trainer.data: {trainer.data} does not exist")  # your own trainer's data
     weights = trainer.weights if isinstance(trainer.weights, dict) else {"": trainer.weights}
     for backbone, path in weights.items():
         if path is not None and not Path(path).is_file():
@@ -252,7 +256,9 @@ def _session(
 
     start_ray(spec, folder, address)
     try:
-        concurrency = cluster_concurrency(spec)  # before any file is written: a bad request leaves nothing
+        # before any file is written: a bad request leaves nothing (auto packing: a probe on a cluster GPU)
+        packing = pack_trials(spec)
+        concurrency = cluster_concurrency(packing.spec)
         if state is not None and isinstance(recorder, StudyDriver):
             recorder.restore(state)
             folder.stop_file.unlink(missing_ok=True)
@@ -268,9 +274,10 @@ def _session(
             reason=None,
             sessions=sessions,
             **driver_identity(),
+            **packing.metadata,
         )
         try:
-            reason, detail = _tune(spec, folder, recorder, concurrency, progress)
+            reason, detail = _tune(packing.spec, folder, recorder, concurrency, progress)
         except BaseException as error:
             fail_study(folder, recorder, error)
             raise
@@ -348,9 +355,16 @@ def make_tuner(
     stopper: Any,
     on_step: Callable[[], None],
     session: int,
+    concurrency: int | None,
 ) -> Any:
     """The Tuner every backend flavour uses: our trainable with the study's resources and retries, Ray's
-    own loggers and console output off (the CLI draws its own view), storage in ``<study>/ray``."""
+    own loggers and console output off (the CLI draws its own view), storage in ``<study>/ray``.
+
+    ``concurrency`` (our cores' jobs; None for Ray's own schedulers, whose HyperBand holds paused trials
+    that a concurrency limit would count) becomes Tune's ``max_concurrent_trials``. Without it Tune allows
+    ONE pending trial for a custom searcher (``TUNE_MAX_PENDING_TRIALS_PG`` auto), and since a job is often
+    a single epoch, its actor was reused for the next job before a second one started: the study ran one
+    trial at a time on any number of workers."""
     from ray import tune
 
     from hpo.ray_backend.adapter import StepCallback
@@ -367,6 +381,7 @@ def make_tuner(
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=-1,
+            max_concurrent_trials=concurrency,
             reuse_actors=True,
             trial_name_creator=trial_name,
             trial_dirname_creator=trial_name,
@@ -453,6 +468,7 @@ def _tune(
         stopper=StudyStopper(stop.check),
         on_step=on_step,
         session=getattr(recorder, "session", 1),
+        concurrency=concurrency if isinstance(recorder, StudyDriver) else None,
     )
     recorder.start_clock()
     tuner.fit()

@@ -94,6 +94,7 @@ def end_study(
     """Store the last rows, compact, write ``best.yaml``, then mark the study ended (this order). Returns
     the final status: ``failed`` when every trial failed (the first error says why), else the reason's."""
     recorder.maybe_flush(force=True)
+    recorder.close(clean=True)
     folder.store.compact()
     write_best_yaml(spec, folder)
     fault_point("finishing")
@@ -109,6 +110,7 @@ def end_study(
 def fail_study(folder: StudyFolder, recorder: Recorder, error: BaseException) -> None:
     """A session ended by an exception: keep every row, and record why (Ctrl-C and SIGTERM are a stop)."""
     recorder.maybe_flush(force=True)
+    recorder.close(clean=False)
     interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
     write_metadata(
         folder,

@@ -121,34 +121,39 @@ class Recorder:
         metrics: Mapping[str, Any],
         node: str,
         error: str = "",
-    ) -> None:
-        """Journal one row (it reaches the store at the next flush) and update the best so far."""
-        if self._journal_part is None:
-            self._journal_part = self.folder.store.last_number() + 1
+    ) -> dict[str, Any]:
+        """Journal one row (it reaches the store at the next flush), update the best so far; returns it."""
         rung = self.milestones.index(resource) if resource in self.milestones else -1
-        self._pending.append(
-            make_row(
-                study=self.spec.name,
-                metric=self.spec.objective.metric,
-                mode=self.spec.objective.mode,
-                trial_id=trial_id,
-                config=config,
-                resource=resource,
-                value=value,
-                time=self.elapsed,
-                total_resource=self.total_resource,
-                decision=decision,
-                bracket=bracket,
-                rung=rung,
-                status=status.value if isinstance(status, TrialStatus) else status,
-                metrics=metrics,
-                node=node,
-                error=error,
-                timestamp=self.clock(),
-            )
+        row = make_row(
+            study=self.spec.name,
+            metric=self.spec.objective.metric,
+            mode=self.spec.objective.mode,
+            trial_id=trial_id,
+            config=config,
+            resource=resource,
+            value=value,
+            time=self.elapsed,
+            total_resource=self.total_resource,
+            decision=decision,
+            bracket=bracket,
+            rung=rung,
+            status=status.value if isinstance(status, TrialStatus) else status,
+            metrics=metrics,
+            node=node,
+            error=error,
+            timestamp=self.clock(),
         )
+        self.journal_row(row)
+        return row
+
+    def journal_row(self, row: dict[str, Any], part: int | None = None) -> None:
+        """Add a row made earlier to the journal (``part``: the part number it was journaled for)."""
+        if self._journal_part is None:
+            self._journal_part = part if part is not None else self.folder.store.last_number() + 1
+        self._pending.append(row)
+        value, resource = float(row["value"]), int(row["resource"])
         if not math.isnan(value) and improves(self.best, resource, value, self.spec.objective.mode):
-            self.best = (value, trial_id, resource)
+            self.best = (value, int(row["trial_id"]), resource)
 
     def journal(self) -> dict[str, Any]:
         """The rows not yet stored and the part number they will be stored as (for ``state.json``)."""
@@ -171,17 +176,29 @@ class Recorder:
         if not self._pending or (not force and now - self._last_flush < self.flush_seconds):
             return
         assert self._journal_part is not None  # set with the first pending row
+        self.before_store()
         self.folder.store.append(self._pending, number=self._journal_part)
         fault_point("part-written")
+        part = self._journal_part
         self._pending = []
         self._journal_part = None
         self._last_flush = now
-        self.snapshot()
+        self.stored(part)
         if len(self.folder.store.files()) > COMPACT_AFTER_PARTS:
             self.folder.store.compact()
 
     def snapshot(self) -> None:  # optional hook: sessions with persisted state save it
         """Persist what a resume needs (nothing for a recorded-only session)."""
+
+    def close(self, *, clean: bool) -> None:  # optional hook
+        """The session ends (``clean``: normally, its state consistent; else by an exception)."""
+
+    def before_store(self) -> None:  # optional hook
+        """The journal is about to reach the store: what journals it must be durable first."""
+
+    def stored(self, part: int) -> None:  # optional hook
+        """The journal was stored as ``part`` and emptied: persist that."""
+        self.snapshot()
 
     # -- what subclasses know -------------------------------------------------------------------------
 

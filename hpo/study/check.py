@@ -164,13 +164,27 @@ def _states(folder: StudyFolder) -> tuple[dict[str, Any] | None, list[Problem]]:
     return max(found, key=lambda s: int(s.get("sequence", 0))), problems
 
 
+def _with_events(folder: StudyFolder, state: dict[str, Any]) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """The snapshot with the events logged after it replayed (the study's current state), or a problem."""
+    from hpo.session.driver import StateError, events_file, replayed_state
+    from hpo.session.statelog import StateLogError, read_events
+
+    try:
+        events = read_events(events_file(folder), int(state.get("sequence", 0)))
+        return replayed_state(folder, {**state, "events": events}), []
+    except (StateError, StateLogError) as error:
+        return None, [Problem("state-log-damaged", f"{error}: the study cannot resume past its snapshot")]
+
+
 def unrecorded_lost_parts(
     folder: StudyFolder, state: Mapping[str, Any], metadata: Mapping[str, Any]
 ) -> list[int]:
     """Part numbers the saved state says were stored but the store lacks, and whose loss was not recorded
     (``lost_parts`` in ``study.json``, written by :func:`repair_study`)."""
     recorded = set(metadata.get("lost_parts", []))
-    missing = folder.store.missing_numbers(expected_last=int(state["journal"]["part"]) - 1)
+    stored = [int(e["part"]) for e in state.get("events", ()) if e.get("e") == "stored"]
+    expected_last = max([int(state["journal"]["part"]) - 1, *stored])
+    missing = folder.store.missing_numbers(expected_last=expected_last)
     return [n for n in missing if n not in recorded]
 
 
@@ -200,6 +214,9 @@ def check_study(folder: StudyFolder) -> list[Problem]:
         problems.append(
             Problem("state-lost", f"{folder.path}: no readable scheduler state, it cannot resume")
         )
+    if state is not None:
+        state, log_problems = _with_events(folder, state)
+        problems += log_problems
     if state is not None:
         lost = metadata.get("lost_parts", [])
         unrecorded = unrecorded_lost_parts(folder, state, metadata)
@@ -259,6 +276,8 @@ def repair_study(folder: StudyFolder) -> list[str]:
         elif problem.kind == "parts-missing":
             state, _ = _states(folder)
             assert state is not None  # a parts-missing problem is only found with a readable state
+            state, _ = _with_events(folder, state)
+            assert state is not None  # ... and a readable event log
             metadata = folder.store.read_metadata()
             missing = unrecorded_lost_parts(folder, state, metadata)
             folder.store.update_metadata(lost_parts=sorted([*metadata.get("lost_parts", []), *missing]))

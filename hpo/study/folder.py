@@ -4,7 +4,8 @@
 
     study.yaml       the study file as run (resume reads it back, so edits to the original do not leak in)
     study.json       metadata: status, start/end, budget used, driver pid (hpo.store.ResultStore)
-    state.json       scheduler + searcher snapshot and the row journal, rewritten after every decision
+    state.json       scheduler + searcher snapshot and the row journal (and state.backup.json, the same)
+    state.events.jsonl  one line per decision since that snapshot (hpo.session.statelog)
     results/         Parquet result rows (hpo.store.ResultStore)
     trials/00007/    one trial's checkpoints: work/ (the trainer's folder) and epoch-NNNN.pt links
     ray/             Ray Tune's experiment folder (its own bookkeeping, small pointer checkpoints)

@@ -30,12 +30,12 @@ from pydantic import (
     model_validator,
 )
 
-from hpo.fields import Count, Real
+from hpo.fields import Count, Real, whole
 from hpo.schedulers import SchedulerOptions, study_scheduler_options
 from hpo.schedulers.brackets import milestones
 from hpo.searchers.mftpe import HIGH_START_LOCAL_FRACTION, LOCAL_FRACTION, RANDOM_FRACTION
 from hpo.space import FieldError, SearchSpace, parse_space
-from trainers.protocol import Budget
+from trainers.protocol import Budget, trainer_name_problem
 
 __all__ = [
     "AshaSpec",
@@ -97,6 +97,10 @@ class StrictSpec(BaseModel):
     """Frozen settings that reject unknown keys."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: The most trials ``resources.trials_per_gpu`` packs onto one GPU.
+MAX_TRIALS_PER_GPU = 16
 
 
 # --- fidelity -----------------------------------------------------------------------------------------------
@@ -310,10 +314,37 @@ class BudgetSpec(StrictSpec):
 
 class ResourcesSpec(StrictSpec):
     """What one trial reserves on a Ray node. A GPU request on a CPU-only node leaves trials pending forever,
-    so CPU-only studies must say ``gpu: 0`` (the default)."""
+    so CPU-only studies must say ``gpu: 0`` (the default).
+
+    ``trials_per_gpu`` packs several trials onto one GPU instead of a ``gpu`` fraction: ``N`` reserves
+    ``1/N`` GPU per trial; ``auto`` measures first - two training steps and one evaluation batch of the
+    largest-memory candidate, in a Ray task on a GPU node (:mod:`hpo.ray_backend.packing`) - and picks N from
+    their peak memory and the device's total (at most :data:`MAX_TRIALS_PER_GPU`). It replaces ``gpu``, which
+    must then stay 0."""
 
     cpu: Real = Field(1.0, gt=0.0, le=1024)
     gpu: Real = Field(0.0, ge=0.0, le=64)
+    trials_per_gpu: Literal["auto"] | int | None = None
+
+    @field_validator("trials_per_gpu", mode="before")
+    @classmethod
+    def _packing(cls, value: Any) -> Any:
+        if value is None or value == "auto":
+            return value
+        if isinstance(value, str | bool) or not isinstance(value, int | float):
+            raise ValueError(f"must be auto or a whole number of trials, got {value!r}")
+        count = whole(value)
+        if not 1 <= count <= MAX_TRIALS_PER_GPU:
+            raise ValueError(f"must be auto or a whole number in [1, {MAX_TRIALS_PER_GPU}], got {count}")
+        return count
+
+    @model_validator(mode="after")
+    def _one_gpu_request(self) -> ResourcesSpec:
+        if self.trials_per_gpu is not None and self.gpu > 0:
+            raise FieldError(
+                ("gpu",), f"is {self.gpu:g} but trials_per_gpu is set: give one or the other (gpu: 0)"
+            )
+        return self
 
     @field_validator("gpu")
     @classmethod
@@ -341,15 +372,17 @@ class ExecutionSpec(StrictSpec):
 
 
 class TrainerSpec(StrictSpec):
-    """Which trainer, from which preset, on which data. ``name``: ``tfclip`` (the TF-CLIP family) or
+    """Which trainer, from which preset, on which data. ``name``: ``tfclip`` (the TF-CLIP family),
     ``synthetic`` (no model: epochs sleep ``overrides.epoch_seconds`` and report a deterministic curve; for
-    measuring and testing the engine). ``overrides`` set trainer keys (dotted, e.g.
+    measuring and testing the engine), or your own trainer: an entry point of group ``agvp_hpo.trainers`` or
+    an import path ``module:attribute`` (only the syntax is checked here; :mod:`hpo.study.validate` resolves
+    it: :func:`trainers.protocol.get_trainer`). ``overrides`` set trainer keys (dotted, e.g.
     ``optim.epochs_per_eval``) for every trial; a key is either searched (``space``) or overridden, not both.
     ``weights`` is a local file of pre-trained weights, or one file per backbone (``{ViT-B-16: a.pt,
     EVA02-L-14: b.pt}``) when the space searches ``model.backbone``; ``None`` starts from random
     initialisation."""
 
-    name: Literal["tfclip", "synthetic"] = "tfclip"
+    name: str = "tfclip"
     preset: str = Field("tiny-cpu", min_length=1)
     data: Path | None = None
     weights: Path | dict[str, Path] | None = None
@@ -360,6 +393,14 @@ class TrainerSpec(StrictSpec):
         if self.name == "tfclip" and self.data is None:
             raise FieldError(("data",), "is required for trainer 'tfclip' (a dataset folder)")
         return self
+
+    @field_validator("name")
+    @classmethod
+    def _name_syntax(cls, value: str) -> str:
+        problem = trainer_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("data", "weights", mode="before")
     @classmethod

@@ -26,7 +26,7 @@ from hpo.space import CategoricalParam, FieldError, FixedParam, FloatParam, IntP
 from hpo.study.build import prior_from_spec, trainer_settings
 from hpo.study.loader import StudyError
 from hpo.study.spec import StudySpec
-from trainers.protocol import Trainer, TrainerConfigError, get_trainer
+from trainers.protocol import Trainer, TrainerConfigError, TrainerLoadError, get_trainer
 
 #: Random points probed besides the corners and extremes.
 RANDOM_PROBES = 16
@@ -36,7 +36,10 @@ SCAN_LIMIT = 512
 
 def validate_study(spec: StudySpec, *, source: str = "<study>") -> None:
     """Raise :class:`StudyError` for anything the study's trainer would refuse (see the module docstring)."""
-    trainer = get_trainer(spec.trainer.name)
+    try:
+        trainer = get_trainer(spec.trainer.name)  # an entry point or import path is resolved only here
+    except TrainerLoadError as error:
+        raise StudyError(source, f"trainer.name: {error}", field="trainer.name", rule=str(error)) from None
     settings = trainer_settings(spec)
     overrides = set(_flat(spec.trainer.overrides))
     metrics = trainer.metric_names(settings)

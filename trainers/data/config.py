@@ -160,6 +160,7 @@ class DataConfig(StrictModel):
     use_extra_sources: bool = True
     #: Read frames decoded and resized once into the shared frame cache (:mod:`trainers.data.frame_cache`,
     #: under ``runtime.cache_dir``, else $AGVP_CACHE, else ~/.cache/agvp-hpo) instead of decoding the JPEGs
-    #: every epoch; the clips are identical either way. Off by default: measured 1.5-2x faster loading (not
-    #: the 5x hoped for), at ~96 KiB of disk per frame at 256x128 (~140 GB for AG-VPReID's 1.47 M frames).
+    #: every epoch; the clips are identical either way. Off by default: measured 3.3-5.2x faster loading
+    #: (the 5x target met in one of four settings, see the README), at ~96 KiB of disk per frame at 256x128
+    #: (~140 GB for AG-VPReID's 1.47 M frames).
     frame_cache: bool = False

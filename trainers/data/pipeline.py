@@ -23,7 +23,7 @@ from trainers.data.split import (
     make_validation_split,
     training_tracklets,
 )
-from trainers.data.transforms import ClipTransform
+from trainers.data.transforms import ClipTransform, collate_clips
 from trainers.data.video_dataset import TrackletDataset
 
 
@@ -95,6 +95,7 @@ def train_loader(
     loader = DataLoader(
         dataset,
         batch_sampler=EpochBatches(sampler),
+        collate_fn=collate_clips,
         num_workers=config.workers,
         persistent_workers=config.workers > 0,
     )

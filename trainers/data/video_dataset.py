@@ -34,7 +34,10 @@ def load_frame(path: Path) -> np.ndarray:
 class TrackletDataset(Dataset[dict[str, Any]]):
     """Clips of tracklets. Each item is a dict:
 
-    - ``clip``: float tensor (T, 3, H, W), or (C, T, 3, H, W) in dense mode;
+    - ``clip``: uint8 tensor (T, 3, H, W), or (C, T, 3, H, W) in dense mode: resized and flipped, not yet
+      normalised - :func:`trainers.data.transforms.to_model_input` makes the model input of a batch;
+    - ``erase``: int64 (T, 5) (or (C, T, 5)): each frame's erasing rectangle and noise seed, applied by
+      ``to_model_input`` (all zero outside training);
     - ``label``: class label from ``labels`` (folder id -> label), or -1 when no labels are given;
     - ``camera``: camera id; ``index``: position of the tracklet in this dataset.
 
@@ -89,7 +92,10 @@ class TrackletDataset(Dataset[dict[str, Any]]):
             int(i): cached[i] if cached is not None else load_frame(tracklet.frame_path(int(i), self.root))
             for i in np.unique(clips)
         }
-        tensors = [self.transform([decoded[int(i)] for i in clip], rng) for clip in clips]
-        clip = tensors[0] if self.mode is not SamplingMode.DENSE else torch.stack(tensors)
+        outs = [self.transform([decoded[int(i)] for i in clip], rng) for clip in clips]
+        if self.mode is SamplingMode.DENSE:
+            pixels, erase = torch.stack([o.pixels for o in outs]), torch.stack([o.erase for o in outs])
+        else:
+            pixels, erase = outs[0]
         label = self.labels[tracklet.pid] if self.labels is not None else -1
-        return {"clip": clip, "label": label, "camera": tracklet.camera, "index": index}
+        return {"clip": pixels, "erase": erase, "label": label, "camera": tracklet.camera, "index": index}

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from trainers.data.sampling import SamplingMode
+from trainers.data.transforms import collate_clips, to_model_input
 from trainers.data.video_dataset import TrackletDataset
 from trainers.evaluation.tta import extract_with_flip
 
@@ -27,7 +28,9 @@ def extract_features(
     device: torch.device | str = "cpu",
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """``Tracklet.key`` -> float32 feature. ``encode`` maps clips and camera ids to features (B, D).
+    """``Tracklet.key`` -> float32 feature. ``encode`` maps clips (normalised float on ``device``, made by
+    :func:`trainers.data.transforms.to_model_input` from the dataset's uint8 clips) and camera ids to
+    features (B, D).
 
     In dense sampling mode a tracklet has several clips; its feature is the mean over its clips.
     ``on_progress`` receives the number of tracklets finished since the last call.
@@ -36,18 +39,23 @@ def extract_features(
         raise ValueError(f"batch_size is {batch_size}, but must be >= 1")
 
     def run(clips: torch.Tensor, cameras: torch.Tensor) -> torch.Tensor:
-        clips, cameras = clips.to(device), cameras.to(device)
+        cameras = cameras.to(device)
         if flip:
             return extract_with_flip(lambda x: encode(x, cameras), clips).float().cpu()
         return encode(clips, cameras).float().cpu()
 
     dense = dataset.mode is SamplingMode.DENSE
     loader = DataLoader(
-        dataset, batch_size=1 if dense else batch_size, shuffle=False, num_workers=num_workers
+        dataset,
+        batch_size=1 if dense else batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_clips,
     )
     features: dict[str, np.ndarray] = {}
     for batch in loader:
-        clips = batch["clip"][0] if dense else batch["clip"]
+        clips = to_model_input(batch, dataset.transform.config, device)  # uint8 -> normalised, on device
+        clips = clips[0] if dense else clips
         cameras = batch["camera"].expand(len(clips)) if dense else batch["camera"]
         output = run(clips, cameras)
         if dense:

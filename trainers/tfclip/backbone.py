@@ -34,6 +34,7 @@ import functools
 import hashlib
 import math
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +156,9 @@ def _visual_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = torch.jit.load(str(path), map_location="cpu").state_dict()
     except (RuntimeError, ValueError):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            # Memory-mapped (zip format; a legacy file is read whole): the trials of a node share the
+            # file's page cache instead of each holding a copy of the state dict.
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
         except Exception as error:  # any unpickling failure means "not a checkpoint"
             raise WeightsError(
                 f"{path}: not a TorchScript or torch checkpoint ({type(error).__name__})"
