@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 import time
+import warnings
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -129,6 +130,9 @@ class CurvePoint(BaseModel):
     status: str
     rung: int
     time: float
+    node: str = Field("", description="where the trial ran this epoch (empty: unknown)")
+    checkpoint: str = Field("", description="the checkpoint saved at this epoch (empty: none)")
+    error: str = Field("", description="why the trial failed (failed rows only)")
 
 
 class Curve(BaseModel):
@@ -144,6 +148,19 @@ class RungOccupancy(BaseModel):
     resource: int
     trials: int
     advanced: int = Field(description="trials that went on to more epochs")
+
+
+class Importance(BaseModel):
+    param: str
+    importance: float = Field(description="share of the objective's variation (the items sum to 1)")
+
+
+class Importances(BaseModel):
+    fidelity: int | None = Field(description="the trials compared are those that reported at this fidelity")
+    trials: int = Field(description="how many trials that is")
+    method: str
+    items: list[Importance] = Field(description="most important first; empty when it cannot be computed")
+    note: str | None = Field(None, description="why the items are empty")
 
 
 class Health(BaseModel):
@@ -191,6 +208,11 @@ def _json(payload: Any) -> Response:
     return Response(_dumps(payload), media_type="application/json")
 
 
+def _text(value: Any) -> str:
+    """A string column's cell: missing (None / NaN) reads as empty."""
+    return value if isinstance(value, str) else ""
+
+
 def _curve(trial_id: int, rows: Any) -> dict[str, Any]:
     """One trial's learning curve from its result rows (in report order)."""
     first = rows.iloc[0]
@@ -206,6 +228,9 @@ def _curve(trial_id: int, rows: Any) -> dict[str, Any]:
                 "status": str(r.status),
                 "rung": int(r.rung),
                 "time": float(r.time),
+                "node": _text(getattr(r, "node", "")),
+                "checkpoint": _text(getattr(r, "checkpoint", "")),
+                "error": _text(getattr(r, "error", "")),
             }
             for r in rows.itertuples(index=False)
         ],
@@ -424,6 +449,23 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         """How many trials failed, and the first distinct error messages."""
         return _json(reader.failures(study_id))
 
+    @app.get(
+        "/api/studies/{study_id}/importance",
+        response_model=Importances,
+        responses=ERRORS,
+        tags=["reads"],
+        description="Parameter importance (Optuna's PED-ANOVA evaluator, as `agvp-hpo plot` draws it) "
+        "over the trials that reported at one fidelity: `fidelity`, else the highest one at least 3 trials "
+        "reached.",
+    )
+    async def importance(
+        study_id: StudyId, fidelity: Annotated[int | None, Query(ge=0, le=10_000_000)] = None
+    ) -> Response:
+        def compute(folder: StudyFolder) -> bytes:
+            return _dumps(_importances(folder, reader.rows(study_id), reader.status(study_id), fidelity))
+
+        return await answer(study_id, ("importance", fidelity, reader.status(study_id)), compute)
+
     # -- writes ------------------------------------------------------------------------------------------
 
     @app.post(
@@ -497,6 +539,50 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
 
     return app
+
+
+IMPORTANCE_METHOD = "optuna PED-ANOVA"
+
+
+def _importances(folder: StudyFolder, rows: Any, status: str, fidelity: int | None) -> dict[str, Any]:
+    """Optuna's importance on the study exported to memory at one fidelity (see :mod:`hpo.study.plots`)."""
+    import optuna
+
+    from hpo.study import load_study
+    from hpo.study.optuna_export import OptunaExportError, to_memory_study
+    from hpo.study.plots import VIEW_MIN_TRIALS, PlotError, importance_evaluator, view_fidelity
+
+    empty: dict[str, Any] = {"fidelity": fidelity, "trials": 0, "method": IMPORTANCE_METHOD, "items": []}
+    if rows.empty or not rows["value"].notna().any():
+        return {**empty, "note": "no trial has reported a value yet"}
+    try:
+        chosen = view_fidelity(rows, fidelity)
+    except PlotError as error:
+        raise BadRequest(str(error).replace("--fidelity", "fidelity")) from None
+    try:
+        spec = load_study(folder.spec_file)
+    except (StudyError, OSError) as error:
+        return {**empty, "fidelity": chosen, "note": f"the study file cannot be read: {error}"}
+    try:
+        view = to_memory_study(
+            rows, spec, finished=status == "finished", live=status == "running", fidelity=chosen
+        )
+    except OptunaExportError as error:  # rows that do not fit the study's search space
+        return {**empty, "fidelity": chosen, "note": str(error)}
+    trials = len(view.get_trials(deepcopy=False))
+    if trials < VIEW_MIN_TRIALS:
+        note = f"{trials} trial(s) reported at {chosen}: too few to compare (at least {VIEW_MIN_TRIALS})"
+        return {**empty, "fidelity": chosen, "trials": trials, "note": note}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna marks its evaluators experimental
+            scores = optuna.importance.get_param_importances(view, evaluator=importance_evaluator(optuna))
+    except (ValueError, RuntimeError, ZeroDivisionError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else "cannot be computed"
+        return {**empty, "fidelity": chosen, "trials": trials, "note": reason}
+    items = [{"param": name, "importance": _clean(float(score)) or 0.0} for name, score in scores.items()]
+    note = None if items else "no searched parameter to rank"
+    return {"fidelity": chosen, "trials": trials, "method": IMPORTANCE_METHOD, "items": items, "note": note}
 
 
 def _best_yaml(folder: StudyFolder, params: dict[str, Any]) -> str | None:

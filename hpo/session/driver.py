@@ -391,6 +391,7 @@ class StudyDriver(Recorder):
                 )
         self.snapshot()
         self._delete_released()
+        self.tracking.resume()  # continue the trials' tracking runs, never open second ones
 
     def load(self, state: Mapping[str, Any]) -> None:
         """The state a saved snapshot and its logged events describe, in memory only (nothing is written,

@@ -97,6 +97,7 @@ def end_study(
     recorder.close(clean=True)
     folder.store.compact()
     write_best_yaml(spec, folder)
+    recorder.end_tracking(finished=reason.status == "finished")
     fault_point("finishing")
     summary = recorder.summary()
     status, error = reason.status, None
@@ -111,6 +112,7 @@ def fail_study(folder: StudyFolder, recorder: Recorder, error: BaseException) ->
     """A session ended by an exception: keep every row, and record why (Ctrl-C and SIGTERM are a stop)."""
     recorder.maybe_flush(force=True)
     recorder.close(clean=False)
+    recorder.end_tracking(finished=False)
     interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
     write_metadata(
         folder,

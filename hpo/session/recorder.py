@@ -10,6 +10,7 @@ flushed here (idempotently: see :meth:`Recorder.maybe_flush`), and the best so f
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
@@ -20,9 +21,12 @@ from typing import Any
 from hpo.faults import fault_point
 from hpo.results import TrialStatus, make_row
 from hpo.schedulers.brackets import milestones
-from hpo.study.analysis import improves
+from hpo.study.analysis import best_config_yaml, best_trials, improves
 from hpo.study.folder import StudyFolder
 from hpo.study.spec import StudySpec
+from hpo.tracking import tracking_from_spec
+
+log = logging.getLogger(__name__)
 
 #: Merge the part files once there are more than this many (a reader opens every file).
 COMPACT_AFTER_PARTS = 64
@@ -93,6 +97,7 @@ class Recorder:
         self._journal_part: int | None = None  # the part number the pending rows will be stored as
         self._session_start = clock()
         self._last_flush = self._session_start
+        self.tracking = tracking_from_spec(spec)  # MLflow / TensorBoard runs; none unless the spec asks
 
     # -- time -----------------------------------------------------------------------------------------
 
@@ -144,6 +149,7 @@ class Recorder:
             timestamp=self.clock(),
         )
         self.journal_row(row)
+        self.tracking.row(row, config)  # here, not in journal_row: rows replayed on resume are not tracked
         return row
 
     def journal_row(self, row: dict[str, Any], part: int | None = None) -> None:
@@ -186,6 +192,21 @@ class Recorder:
         self.stored(part)
         if len(self.folder.store.files()) > COMPACT_AFTER_PARTS:
             self.folder.store.compact()
+        self.tracking.flush()
+
+    def end_tracking(self, *, finished: bool) -> None:
+        """The session ends (after its last rows are stored): close the trials' tracking runs, with the best
+        configuration (``best.yaml``'s text) as an artifact of the best trial's run."""
+        if not self.tracking.enabled:
+            return
+        best: tuple[int, str] | None = None
+        try:
+            top = best_trials(self.folder.store.read(), self.spec.objective.mode, k=1)
+            if not top.empty:
+                best = (int(top.iloc[0]["trial_id"]), best_config_yaml(self.spec, top.iloc[0]["params"]))
+        except Exception as error:  # tracking must never break a study
+            log.warning("tracking: no best configuration to store (%s: %s)", type(error).__name__, error)
+        self.tracking.close(finished=finished, best=best)
 
     def snapshot(self) -> None:  # optional hook: sessions with persisted state save it
         """Persist what a resume needs (nothing for a recorded-only session)."""

@@ -114,7 +114,7 @@ def plot_study(
     unit = "epochs" if spec.fidelity.resource != "data_fraction" else "data units"
     at = f"trials at {chosen} {unit}"
     colours = _curve_colours(study)
-    evaluator = _importance_evaluator(optuna)
+    evaluator = importance_evaluator(optuna)
 
     figures: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
         "best_vs_budget": (
@@ -163,7 +163,7 @@ def plot_study(
     return report
 
 
-def _importance_evaluator(optuna: Any) -> Any:
+def importance_evaluator(optuna: Any) -> Any:
     """PED-ANOVA (Optuna's default from 5.0; in 3.6-4.x it exists but fANOVA, which needs scikit-learn, is
     the default)."""
     evaluator = getattr(optuna.importance, "PedAnovaImportanceEvaluator", None)

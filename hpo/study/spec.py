@@ -54,6 +54,7 @@ __all__ = [
     "SearcherSpec",
     "StorageSpec",
     "StudySpec",
+    "TrackingSpec",
     "TrainerSpec",
     "parse_duration",
 ]
@@ -422,6 +423,37 @@ class StorageSpec(StrictSpec):
     root: Path = Path("results")
 
 
+class MlflowSpec(StrictSpec):
+    """``uri``: MLflow's tracking URI - a server (``http://host:5000``), a database
+    (``sqlite:///mlflow.db``) or a file store (``file:///abs/mlruns``; MLflow 3 wants
+    ``MLFLOW_ALLOW_FILE_STORE=true`` for it)."""
+
+    uri: str = Field(min_length=1)
+
+
+class TensorboardSpec(StrictSpec):
+    """``dir``: TensorBoard's log folder; the study's runs go to ``<dir>/<study name>/trial-00007/``."""
+
+    dir: Path
+
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _non_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must be a folder, got an empty string")
+        return value
+
+
+class TrackingSpec(StrictSpec):
+    """Experiment tracking, off by default: each trial one MLflow run (``mlflow: {uri: ...}``, needs
+    ``pip install 'agvp-hpo[tracking]'``) and/or one TensorBoard run (``tensorboard: {dir: ...}``) with its
+    parameters, every metric per epoch, the scheduler's decisions and the best configuration
+    (:mod:`hpo.tracking`)."""
+
+    mlflow: MlflowSpec | None = None
+    tensorboard: TensorboardSpec | None = None
+
+
 def _kind_shorthand(value: Any) -> Any:
     """``scheduler: asha`` means ``scheduler: {kind: asha}``."""
     return {"kind": value} if isinstance(value, str) else value
@@ -448,6 +480,7 @@ class StudySpec(StrictSpec):
     execution: ExecutionSpec = ExecutionSpec()
     trainer: TrainerSpec
     storage: StorageSpec = StorageSpec()
+    tracking: TrackingSpec = TrackingSpec()
 
     @field_validator("name")
     @classmethod

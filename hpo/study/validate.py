@@ -36,6 +36,7 @@ SCAN_LIMIT = 512
 
 def validate_study(spec: StudySpec, *, source: str = "<study>") -> None:
     """Raise :class:`StudyError` for anything the study's trainer would refuse (see the module docstring)."""
+    check_tracking(spec, source=source)
     try:
         trainer = get_trainer(spec.trainer.name)  # an entry point or import path is resolved only here
     except TrainerLoadError as error:
@@ -73,6 +74,47 @@ def validate_study(spec: StudySpec, *, source: str = "<study>") -> None:
             raise StudyError(
                 source, f"prior: the trainer refuses the prior's configuration: {error}", field="prior"
             ) from None
+
+
+def check_tracking(spec: StudySpec, *, source: str = "<study>") -> None:
+    """``tracking:`` needs its packages (and MLflow 3 refuses a file store unless allowed): say so now,
+    before Ray starts, in one line naming the key, the package and the command."""
+    import importlib.util
+    import os
+
+    if spec.tracking.mlflow is not None:
+        if importlib.util.find_spec("mlflow") is None:
+            raise StudyError(
+                source,
+                "tracking.mlflow: needs the package mlflow-skinny: pip install 'agvp-hpo[tracking]' "
+                "(or pip install mlflow-skinny)",
+                field="tracking.mlflow",
+            )
+        uri = spec.tracking.mlflow.uri
+        file_store = uri.startswith("file:") or ("://" not in uri and not uri.startswith("databricks"))
+        allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1")
+        if file_store and not allowed and _mlflow_refuses_file_store():
+            raise StudyError(
+                source,
+                f"tracking.mlflow.uri: {uri!r} is a file store, which this MLflow refuses unless "
+                "MLFLOW_ALLOW_FILE_STORE=true is set; use sqlite:///PATH/mlflow.db or a server instead",
+                field="tracking.mlflow.uri",
+            )
+    if spec.tracking.tensorboard is not None and importlib.util.find_spec("tensorboardX") is None:
+        raise StudyError(
+            source,
+            "tracking.tensorboard: needs the package tensorboardX: pip install tensorboardX",
+            field="tracking.tensorboard",
+        )
+
+
+def _mlflow_refuses_file_store() -> bool:
+    """MLflow 3.x (``MLFLOW_ALLOW_FILE_STORE`` exists) refuses ``file:`` stores unless allowed."""
+    try:
+        from mlflow import environment_variables
+    except ImportError:  # pragma: no cover - checked by the caller
+        return False
+    return hasattr(environment_variables, "MLFLOW_ALLOW_FILE_STORE")
 
 
 def probe_points(space: SearchSpace) -> Iterator[tuple[dict[str, Any], str | None]]:
