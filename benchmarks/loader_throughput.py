@@ -11,13 +11,19 @@ fewer frames per tracklet), the training loader's frames/s for
 
 plus the cache's build time and size per frame size, and checks that both paths give identical batches
 (same seed -> same tensors; exit 1 if not). Frames/s counts clip frames delivered (P x K x T per batch)
-after one warm-up batch, so worker start-up is excluded (workers are persistent anyway); per core =
-frames/s divided by the worker count (the training process's own time is not counted). The loader delivers
+after one warm-up batch, so worker start-up is excluded (workers are persistent anyway). Per core = frames
+per CPU-second actually spent in the timed window by the loader workers *and* the training process (which
+receives and unpacks the batches: with a fast frame source it is a real share of the work, and on a machine
+with as many cores as workers it competes with them), counted the same way for both paths; ``cores`` is
+that CPU time over the wall time. Dividing wall-clock frames/s by the worker count (as this script did
+before) left the training process out and, with 2 workers on 2 shared cores, charged each path for cores
+it could not get. Both paths are measured ``--rounds`` times, alternately (JPEG, cache, JPEG, ...), so load
+from other processes hits both alike; the ratios quoted are medians over rounds. The loader delivers
 uint8 clips; the trainer's conversion to normalised float (``to_model_input``, on the GPU in training) is
 timed apart, on this CPU, as ``normalise_ms_per_batch_cpu``.
 
-    python benchmarks/loader_throughput.py [--scale agvp] [--data ROOT] [--batches 20] [--min-frames 4]
-        [--max-frames 8] [--json-out benchmarks/results/loader_throughput.json]
+    python benchmarks/loader_throughput.py [--scale agvp] [--data ROOT] [--batches 20] [--rounds 3]
+        [--min-frames 4] [--max-frames 8] [--json-out benchmarks/results/loader_throughput.json]
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import argparse
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -54,19 +61,35 @@ def _config(size: str, workers: int, cache: bool) -> DataConfig:
     )
 
 
-def _measure(
-    index: Any, config: DataConfig, batches: int, cache_dir: Path
-) -> tuple[float, float, dict[str, torch.Tensor]]:
-    """(frames/s delivered, ms per batch of ``to_model_input`` on this CPU, the first batch)."""
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(loader: Any) -> float:
+    """CPU seconds so far of this process (all its threads) plus the loader's worker processes."""
+    # a loader with persistent workers keeps torch's multiprocessing iterator, which keeps the Processes
+    workers = getattr(getattr(loader, "_iterator", None), "_workers", [])
+    if loader.num_workers and len(workers) != loader.num_workers:
+        raise RuntimeError("cannot find the loader's worker processes to count their CPU time")
+    return time.process_time() + sum(_process_cpu_seconds(w.pid) for w in workers)
+
+
+def _measure(index: Any, config: DataConfig, batches: int, cache_dir: Path) -> dict[str, Any]:
+    """Frames/s delivered, frames per CPU-second (workers + this process), ms per batch of
+    ``to_model_input`` on this CPU, and the first batch."""
     loader, _, _ = train_loader(index, validation_split(index, config), config, cache_dir=cache_dir)
     iterator = iter(loader)
     first = next(iterator)  # warm-up: worker start-up, first page-ins
     frames = 0
+    cpu = _cpu_seconds(loader)
     started = time.perf_counter()
     for _ in range(batches):
         batch = next(iterator)
         frames += batch["clip"].shape[0] * batch["clip"].shape[1]
     seconds = time.perf_counter() - started
+    cpu = _cpu_seconds(loader) - cpu
     del iterator, loader
     # The trainer's side, timed apart (not in frames/s): uint8 -> normalised, erased float. On a GPU this
     # runs there; here it is the CPU worst case.
@@ -74,7 +97,13 @@ def _measure(
     for _ in range(3):
         to_model_input(batch, config.transform, "cpu")
     normalise_ms = (time.perf_counter() - started) / 3 * 1e3
-    return frames / seconds, normalise_ms, first
+    return {
+        "fps": frames / seconds,
+        "fps_per_core": frames / cpu,
+        "cores": cpu / seconds,
+        "normalise_ms": normalise_ms,
+        "first": first,
+    }
 
 
 def main() -> int:
@@ -86,6 +115,7 @@ def main() -> int:
     parser.add_argument("--sizes", nargs="+", default=["256x128", "288x144"])
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--batches", type=int, default=20, help="Timed batches (P=8 x K=4 clips of T=8).")
+    parser.add_argument("--rounds", type=int, default=3, help="Alternating JPEG / cache measurements.")
     parser.add_argument("--json-out", type=Path, default=Path("benchmarks/results/loader_throughput.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -118,29 +148,59 @@ def main() -> int:
             entry = ensure_frame_cache(index, _config(size, 0, True).transform, cache_dir)
             builds[size] = {"seconds": time.perf_counter() - started, "mib": entry.nbytes / 2**20}
             for workers in args.workers:
-                jpeg, _, first_jpeg = _measure(index, _config(size, workers, False), args.batches, cache_dir)
-                cached, normalise_ms, first_cached = _measure(
-                    index, _config(size, workers, True), args.batches, cache_dir
+                runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+                for _ in range(args.rounds):  # alternately, so other load hits both paths alike
+                    for cache in (False, True):
+                        runs[cache].append(
+                            _measure(index, _config(size, workers, cache), args.batches, cache_dir)
+                        )
+                jpeg, cached = runs[False], runs[True]
+                same = all(
+                    torch.equal(j["first"][key], c["first"][key])
+                    for j, c in zip(jpeg, cached, strict=True)
+                    for key in ("clip", "erase", "flip", "label")
+                    if key in j["first"]
                 )
-                same = all(torch.equal(first_jpeg[key], first_cached[key]) for key in ("clip", "erase"))
                 identical &= same
+
+                def median(rs: list[dict[str, Any]], key: str) -> float:
+                    return statistics.median(r[key] for r in rs)
+
                 rows.append(
                     {
                         "size": size,
                         "workers": workers,
-                        "jpeg_fps": jpeg,
-                        "cache_fps": cached,
-                        "jpeg_fps_per_core": jpeg / max(workers, 1),
-                        "cache_fps_per_core": cached / max(workers, 1),
-                        "speedup": cached / jpeg,
-                        "normalise_ms_per_batch_cpu": normalise_ms,
+                        "jpeg_fps": median(jpeg, "fps"),
+                        "cache_fps": median(cached, "fps"),
+                        "jpeg_cores": median(jpeg, "cores"),
+                        "cache_cores": median(cached, "cores"),
+                        "jpeg_fps_per_core": median(jpeg, "fps_per_core"),
+                        "cache_fps_per_core": median(cached, "fps_per_core"),
+                        "speedup": statistics.median(
+                            c["fps_per_core"] / j["fps_per_core"] for j, c in zip(jpeg, cached, strict=True)
+                        ),
+                        "speedup_wall": statistics.median(
+                            c["fps"] / j["fps"] for j, c in zip(jpeg, cached, strict=True)
+                        ),
+                        "speedups_per_round": [
+                            c["fps_per_core"] / j["fps_per_core"] for j, c in zip(jpeg, cached, strict=True)
+                        ],
+                        "normalise_ms_per_batch_cpu": median(cached, "normalise_ms"),
                         "identical": same,
                     }
                 )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     table = Table(title=f"training loader, {len(index.tracklets)} tracklets, {total_frames} frames")
-    for column in ("size", "workers", "JPEG frames/s", "cache frames/s", "per core JPEG/cache", "x", "same"):
+    columns = (
+        "size",
+        "workers",
+        "JPEG frames/s",
+        "cache frames/s",
+        "cores JPEG/cache",
+        "per core JPEG/cache",
+    )
+    for column in (*columns, "x per core", "x wall", "same"):
         table.add_column(column, justify="right")
     for r in rows:
         table.add_row(
@@ -148,8 +208,10 @@ def main() -> int:
             str(r["workers"]),
             f"{r['jpeg_fps']:.0f}",
             f"{r['cache_fps']:.0f}",
+            f"{r['jpeg_cores']:.2f} / {r['cache_cores']:.2f}",
             f"{r['jpeg_fps_per_core']:.0f} / {r['cache_fps_per_core']:.0f}",
             f"{r['speedup']:.1f}",
+            f"{r['speedup_wall']:.1f}",
             "yes" if r["identical"] else "NO",
         )
     console.print(table)
@@ -162,6 +224,7 @@ def main() -> int:
         "frames": total_frames,
         "synth_seconds": synth_seconds,
         "batches": args.batches,
+        "rounds": args.rounds,
         "builds": builds,
         "rows": rows,
         "identical": identical,

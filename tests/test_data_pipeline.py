@@ -10,6 +10,7 @@ import torch
 
 from trainers.data.index import DatasetIndex, read_dataset
 from trainers.data.pipeline import DataConfig, eval_dataset, train_loader, validation_split
+from trainers.data.transforms import to_model_input
 
 BASE: dict[str, Any] = {
     "transform": {"height": 32, "width": 16},
@@ -54,9 +55,12 @@ def test_batches_are_pk_clips(index: DatasetIndex) -> None:
     ],
 )
 def test_training_settings_are_live(index: DatasetIndex, section: str, change: dict[str, Any]) -> None:
-    base = _first_batch(index, _config())
-    changed = _first_batch(index, _config(**{section: change}))
-    same = base["clip"].shape == changed["clip"].shape and torch.equal(base["clip"], changed["clip"])
+    base_config, changed_config = _config(), _config(**{section: change})
+    # the model's input: the loader leaves each clip's flip (a flag in the batch) to to_model_input
+    base, changed = _first_batch(index, base_config), _first_batch(index, changed_config)
+    seen = to_model_input(base, base_config.transform, "cpu")
+    seen_changed = to_model_input(changed, changed_config.transform, "cpu")
+    same = seen.shape == seen_changed.shape and torch.equal(seen, seen_changed)
     assert not same or base["label"].tolist() != changed["label"].tolist()
 
 

@@ -202,6 +202,7 @@ def fit(
         seed=runtime.seed,
         data_fraction=data_fraction,
         cache_dir=runtime.cache_dir,
+        pin_memory=device.type == "cuda",  # page-locked batches: to_model_input's copy is asynchronous
     )
     labels = dict(dataset.labels or {})
     memory, memory_key = (None, None)

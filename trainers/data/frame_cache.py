@@ -135,11 +135,13 @@ class FrameCache:
     def lookup(self, tracklet: Tracklet) -> np.ndarray | None:
         """The (count, height, width, 3) read-only frames of ``tracklet``, or None when the entry does not
         hold it (another dataset's tracklet, or the same key with another frame count)."""
+        first = self.first_row(tracklet)
+        return None if first is None else self.frames[first : first + len(tracklet.frames)]
+
+    def first_row(self, tracklet: Tracklet) -> int | None:
+        """The row of ``tracklet``'s first frame, or None when the entry lacks it (as in :meth:`lookup`)."""
         row = self.rows.get(tracklet.key)
-        if row is None or row[1] != len(tracklet.frames):
-            return None
-        first, count = row
-        return self.frames[first : first + count]
+        return row[0] if row is not None and row[1] == len(tracklet.frames) else None
 
     @property
     def nbytes(self) -> int:

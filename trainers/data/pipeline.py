@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import torch
 from torch.utils.data import DataLoader, Sampler
 
 from trainers.data.config import DataConfig
@@ -23,8 +26,8 @@ from trainers.data.split import (
     make_validation_split,
     training_tracklets,
 )
-from trainers.data.transforms import ClipTransform, collate_clips
-from trainers.data.video_dataset import TrackletDataset
+from trainers.data.transforms import ClipTransform
+from trainers.data.video_dataset import TrackletBatches, TrackletDataset
 
 
 def read_training_index(root: Path | str, config: DataConfig) -> DatasetIndex:
@@ -61,6 +64,21 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
         return len(self.sampler)
 
 
+def _as_built(batch: dict[str, Any]) -> dict[str, Any]:
+    """The worker's collate step of a whole-batch loader: the batch as :class:`TrackletBatches` built it."""
+    return batch
+
+
+class BatchLoader(DataLoader[dict[str, Any]]):
+    """The training loader: a ``DataLoader`` over :class:`TrackletBatches` whose batches arrive with the
+    small per-clip fields (sent by value as numpy) turned back into tensors; ``clip`` is the worker's
+    shared-memory (or, with ``pin_memory``, pinned) tensor."""
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:  # type: ignore[override]
+        for batch in super().__iter__():
+            yield {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+
+
 def train_loader(
     index: DatasetIndex,
     split: ValidationSplit,
@@ -69,13 +87,16 @@ def train_loader(
     seed: int = 0,
     data_fraction: float = 1.0,
     cache_dir: Path | None = None,
-) -> tuple[DataLoader[dict[str, object]], TrackletDataset, PKSampler]:
+    pin_memory: bool = False,
+) -> tuple[BatchLoader, TrackletDataset, PKSampler]:
     """PK batches of training clips. Call ``dataset.set_epoch(e)`` and ``sampler.set_epoch(e)`` each epoch;
     together with ``seed`` they fix every sample (exact resume). With ``data_fraction`` < 1 only that share
     of the training identities is sampled (:func:`identity_subset`, seeded by ``data.split.subset_seed``);
     the class labels still cover every training identity, so a checkpoint continues on a larger fraction.
     ``cache_dir``: root of the frame cache (``runtime.cache_dir``; None = $AGVP_CACHE or ~/.cache/agvp-hpo).
-    Workers are persistent (the batches carry the epoch, see :class:`EpochBatches`)."""
+    Workers are persistent (the batches carry the epoch, see :class:`EpochBatches`) and build whole
+    batches (:meth:`TrackletDataset.batch`: the flips are a flag per clip, applied by ``to_model_input``);
+    ``pin_memory`` (for a CUDA device) hands them over in page-locked memory."""
     tracklets = training_tracklets(index, split)
     labels = label_map(tracklets)
     tracklets = identity_subset(
@@ -92,12 +113,16 @@ def train_loader(
         frame_cache=frame_cache_for(index, config, cache_dir),
     )
     sampler = PKSampler([labels[t.pid] for t in tracklets], p=config.batch.p, k=config.batch.k, seed=seed)
-    loader = DataLoader(
-        dataset,
-        batch_sampler=EpochBatches(sampler),
-        collate_fn=collate_clips,
+    # each worker builds whole batches (TrackletDataset.batch: one frame-cache gather per batch, no
+    # per-item collate); the batch sampler's lists reach the dataset as they are (batch_size=None)
+    loader = BatchLoader(
+        TrackletBatches(dataset),
+        sampler=EpochBatches(sampler),
+        batch_size=None,
+        collate_fn=_as_built,
         num_workers=config.workers,
         persistent_workers=config.workers > 0,
+        pin_memory=pin_memory,
     )
     return loader, dataset, sampler
 

@@ -6,10 +6,12 @@ between frames); random erasing is drawn per frame. All randomness comes from th
 sample is a pure function of (seed, epoch, index).
 
 The loader worker does only what is cheap in uint8: resize, stack, flip, and the erasing *decisions*
-(:class:`Clip`: uint8 pixels plus one rectangle per frame). :func:`to_model_input` then moves the uint8
-batch (a quarter of the bytes of float) to the device and there converts to float, divides by 255,
-normalises by mean / std and applies the erasures - the same values, up to float rounding, as doing all of
-it per sample in float. Every place a batch enters a model goes through :func:`to_model_input`.
+(:class:`Clip`: uint8 pixels plus one rectangle per frame). The training loader's whole batches
+(:meth:`TrackletDataset.batch`) leave the flip to the device too: the same decision
+(:meth:`ClipTransform.decide`), as one flag per clip. :func:`to_model_input` then moves the uint8 batch (a
+quarter of the bytes of float) to the device and there flips the flagged clips, converts to float, divides
+by 255, normalises by mean / std and applies the erasures - the same values, up to float rounding, as doing
+all of it per sample in float. Every place a batch enters a model goes through :func:`to_model_input`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import default_collate
+from torch.utils.data import default_collate, get_worker_info
 
 from trainers.data.config import TransformConfig
 
@@ -72,8 +74,10 @@ def to_model_input(
     """The float model input of a loader batch (or of one item): ``batch["clip"]`` (uint8 (..., 3, H, W))
     moved to ``device``, divided by 255, normalised by ``config.mean`` / ``config.std``, with the
     rectangles of ``batch["erase"]`` ((..., 5)) set to 0 (``erase_fill: mean``) or to their seeded noise
-    (``random``). Returns float32 of the clip's shape."""
-    pixels, erase = batch["clip"], batch["erase"]
+    (``random``). An optional ``batch["flip"]`` (bool, one flag per clip: the training loader's batches,
+    :meth:`TrackletDataset.batch`) mirrors the flagged clips first, as the loader's own flip would have.
+    Returns float32 of the clip's shape."""
+    pixels, erase, flip = batch["clip"], batch["erase"], batch.get("flip")
     if pixels.dtype != torch.uint8:
         raise TypeError(f"batch['clip'] is {pixels.dtype}, but the loader delivers uint8 clips")
     if pixels.shape[:-3] != erase.shape[:-1] or erase.shape[-1] != len(ERASE_COLUMNS):
@@ -81,14 +85,25 @@ def to_model_input(
             f"batch['erase'] has shape {tuple(erase.shape)}, but clips of shape {tuple(pixels.shape)} need "
             f"{(*pixels.shape[:-3], len(ERASE_COLUMNS))}"
         )
+    if flip is not None and (flip.dtype != torch.bool or flip.shape != pixels.shape[:-4]):
+        raise ValueError(
+            f"batch['flip'] is {flip.dtype} of shape {tuple(flip.shape)}, but clips of shape "
+            f"{tuple(pixels.shape)} need bool of shape {tuple(pixels.shape[:-4])} (one flag per clip)"
+        )
     device = torch.device(device)
     shape = pixels.shape
     height, width = shape[-2:]
     # the loader's channels-last uint8 made contiguous where it is cheap (on the device), before the float
-    frames = pixels.to(device).reshape(-1, 3, height, width).contiguous()
+    frames = pixels.to(device, non_blocking=True).reshape(-1, 3, height, width).contiguous()
     mean, std = _moments(tuple(config.mean), tuple(config.std), device)
     # the same operations, in the same order, as the per-sample float path: exact on the CPU
     clips = frames.float().div_(255.0).sub_(mean).div_(std)
+    if flip is not None and bool(flip.any()):
+        # the loader's flip decisions, before the erasures; on the new float tensor (``frames`` may be the
+        # caller's own clip), which gives the same values as flipping the uint8 pixels
+        per_frame = flip.reshape(-1, 1).expand(-1, shape[-4]).reshape(-1)
+        flipped = torch.nonzero(per_frame).flatten().to(device)
+        clips[flipped] = clips[flipped].flip(-1)
     boxes = erase.reshape(-1, len(ERASE_COLUMNS))
     if bool((boxes[:, 2] > 0).any()):
         if config.erase_fill == "mean":
@@ -102,6 +117,15 @@ def to_model_input(
                 top, left, h, w, seed = boxes[n].tolist()
                 clips[n, :, top : top + h, left : left + w] = erase_noise(seed, h, w).to(device)
     return clips.view(shape)
+
+
+def batch_buffer(shape: Sequence[int]) -> torch.Tensor:
+    """An uninitialised uint8 tensor for a batch: in shared memory inside a data loader worker (as torch's
+    collate allocates its output there), so sending it to the training process copies nothing."""
+    if get_worker_info() is None:
+        return torch.empty(tuple(shape), dtype=torch.uint8)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(tuple(shape))
 
 
 def collate_clips(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -134,18 +158,26 @@ class ClipTransform:
         if self.train and rng is None:
             raise ValueError("training transforms need a seeded rng")
         stacked = torch.from_numpy(np.stack([self.resize(frame) for frame in frames]))  # (T, H, W, 3)
-        if self.train and rng is not None and rng.random() < self.config.flip_p:
+        flip, erase = self.decide(len(frames), rng)
+        if flip:
             stacked = stacked.flip(2)  # torch's flip: ~15x faster than copying numpy's reversed view
         # (T, H, W, 3) in memory, seen as (T, 3, H, W): transposing uint8 on the CPU cost a third of a
         # worker's time; the device does it (to_model_input), and collate_clips keeps this layout
-        pixels = stacked.permute(0, 3, 1, 2)
-        erase = np.zeros((len(frames), len(ERASE_COLUMNS)), dtype=np.int64)
-        if self.train and rng is not None and self.config.erase_p > 0:
-            _, _, height, width = pixels.shape
+        return Clip(stacked.permute(0, 3, 1, 2), torch.from_numpy(erase))
+
+    def decide(self, frames: int, rng: np.random.Generator | None) -> tuple[bool, np.ndarray]:
+        """The random decisions of a clip of ``frames`` frames, in the order :meth:`__call__` draws them
+        (the flip, then each frame's erasure): (flip the clip?, int64 (frames, 5) erasures). The training
+        loader's batches (:meth:`TrackletDataset.batch`) draw them here and leave the flip to the device."""
+        erase = np.zeros((frames, len(ERASE_COLUMNS)), dtype=np.int64)
+        if not self.train or rng is None:
+            return False, erase
+        flip = bool(rng.random() < self.config.flip_p)
+        if self.config.erase_p > 0:
             for row in erase:
                 if rng.random() < self.config.erase_p:
-                    self._erase(row, height, width, rng)
-        return Clip(pixels, torch.from_numpy(erase))
+                    self._erase(row, self.config.height, self.config.width, rng)
+        return flip, erase
 
     def _erase(self, row: np.ndarray, height: int, width: int, rng: np.random.Generator) -> None:
         """Draw one random rectangle into ``row`` (Zhong et al., "Random Erasing Data Augmentation"); the

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from trainers.data.frame_cache import FrameCache
 from trainers.data.index import Tracklet
 from trainers.data.sampling import SamplingMode, sample_frame_indices
-from trainers.data.transforms import ClipTransform
+from trainers.data.transforms import ClipTransform, batch_buffer, collate_clips
 from trainers.errors import DataError
 
 
@@ -99,3 +99,81 @@ class TrackletDataset(Dataset[dict[str, Any]]):
             pixels, erase = outs[0]
         label = self.labels[tracklet.pid] if self.labels is not None else -1
         return {"clip": pixels, "erase": erase, "label": label, "camera": tracklet.camera, "index": index}
+
+    def batch(self, indices: Sequence[int | tuple[int, int]]) -> dict[str, Any]:
+        """The batch of ``indices``, built at once (the training loader's worker calls this, see
+        :class:`TrackletBatches`): item for item the clips of ``self[i]``, from the same generator in the
+        same order, so still a pure function of (seed, epoch, index), but the frames are written straight
+        into one batch array (one gather from the frame cache for the whole batch, or each decoded JPEG
+        copied once) and the flips are left to the device: ``flip`` holds one flag per clip, which
+        :func:`~trainers.data.transforms.to_model_input` applies. Dense mode (several clips per item)
+        falls back to the items and :func:`~trainers.data.transforms.collate_clips`."""
+        if self.mode is SamplingMode.DENSE:
+            return collate_clips([self[i] for i in indices])
+        config = self.transform.config
+        count, seq_len = len(indices), self.seq_len
+        flips: list[bool] = []
+        erase = np.empty((count, seq_len, 5), dtype=np.int64)
+        labels, cameras, positions = [], [], []
+        picks: list[np.ndarray] = []  # each item's (seq_len,) frame indices
+        cached: list[int | None] = []  # each item's first row in the frame cache
+        for row, item in enumerate(indices):
+            epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
+            tracklet = self.tracklets[index]
+            rng = np.random.default_rng([self.seed, epoch, index])
+            clip = sample_frame_indices(len(tracklet.frames), seq_len, self.mode, rng)[0]
+            flip, rectangles = self.transform.decide(seq_len, rng)
+            flips.append(flip)
+            erase[row] = rectangles
+            picks.append(clip)
+            cached.append(self.frame_cache.first_row(tracklet) if self.frame_cache is not None else None)
+            labels.append(self.labels[tracklet.pid] if self.labels is not None else -1)
+            cameras.append(tracklet.camera)
+            positions.append(index)
+        pixels = batch_buffer((count * seq_len, config.height, config.width, 3))
+        out = pixels.numpy()
+        if self.frame_cache is not None and all(first is not None for first in cached):
+            rows = np.concatenate([first + clip for first, clip in zip(cached, picks, strict=True)])
+            # one read of the memory map for the whole batch, straight into the batch array
+            np.take(self.frame_cache.frames, rows, axis=0, out=out, mode="clip")
+        else:
+            for row, (item, clip, first) in enumerate(zip(indices, picks, cached, strict=True)):
+                block = out[row * seq_len : (row + 1) * seq_len]
+                if first is not None and self.frame_cache is not None:
+                    np.take(self.frame_cache.frames, first + clip, axis=0, out=block, mode="clip")
+                    continue
+                index = item[1] if isinstance(item, tuple) else item
+                tracklet = self.tracklets[index]
+                decoded: dict[int, np.ndarray] = {}  # each distinct frame decoded once
+                for position, i in enumerate(clip.tolist()):
+                    if i not in decoded:
+                        decoded[i] = self.transform.resize(load_frame(tracklet.frame_path(i, self.root)))
+                    block[position] = decoded[i]
+        # (B, T, H, W, 3) in memory, seen as (B, T, 3, H, W): the layout collate_clips delivers
+        clips = pixels.view(count, seq_len, config.height, config.width, 3).permute(0, 1, 4, 2, 3)
+        return {
+            "clip": clips,
+            "erase": torch.from_numpy(erase),
+            "flip": torch.tensor(flips, dtype=torch.bool),
+            "label": torch.tensor(labels, dtype=torch.int64),
+            "camera": torch.tensor(cameras, dtype=torch.int64),
+            "index": torch.tensor(positions, dtype=torch.int64),
+        }
+
+
+class TrackletBatches(Dataset[dict[str, Any]]):
+    """A :class:`TrackletDataset` read a batch at a time: ``self[indices]`` is ``dataset.batch(indices)``
+    with every field but ``clip`` as numpy: a loader worker sends those small arrays by value, where each
+    tensor would cost a shared-memory segment and a passed file descriptor (the pipeline's loader turns
+    them back into tensors, :class:`trainers.data.pipeline.BatchLoader`). With ``batch_size=None`` and a
+    sampler of index lists each worker builds whole batches, with no per-item collate."""
+
+    def __init__(self, dataset: TrackletDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices: Sequence[int | tuple[int, int]]) -> dict[str, Any]:  # type: ignore[override]
+        batch = self.dataset.batch(indices)
+        return {key: value if key == "clip" else value.numpy() for key, value in batch.items()}
