@@ -108,6 +108,10 @@ def start_ray(spec: StudySpec, folder: StudyFolder, address: str | None) -> None
     # Ctrl-C must raise KeyboardInterrupt here (status "stopped", running trials resumable), not make Ray
     # Tune end its loop quietly, which would look like trainers that returned early.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    # Tune's usage tagging imports ray.air.integrations.mlflow, which imports mlflow whenever it is installed
+    # (our tracking extra), and importing mlflow 3 writes ~/.config/mlflow/telemetry.json: a study that does
+    # not use MLflow must not write into the user's home. A user's own setting is respected.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     common: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
     if address is not None:
         ray.init(address=address, **common)
