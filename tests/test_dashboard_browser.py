@@ -21,17 +21,14 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
-from service_store import synthetic_spec, write_study
+from service_store import HELD, write_study
 
-from hpo.session.driver import StudyDriver
-from hpo.study import dump_study
-from hpo.study.build import core_from_spec
 from hpo.study.folder import StudyFolder
 from hpo.study.lock import StudyLock
 from service.api import ServiceSettings, create_app
@@ -53,38 +50,14 @@ def _free_port() -> int:
 def write_failing_study(root: Path, name: str) -> tuple[StudyFolder, StudyLock]:
     """A *running* study (its lock held) where every trial with id % 4 == 2 reports a NaN objective at its
     first epoch (the driver fails it: "the objective val_map is nan at epoch 1"), reported from node-a/b."""
-    spec = synthetic_spec(root, name)
-    folder = StudyFolder.of(root, name)
-    folder.path.mkdir(parents=True)
-    folder.spec_file.write_text(dump_study(spec))
-    driver = StudyDriver(spec, folder, core_from_spec(spec), flush_seconds=0.0)
-    while True:
-        issued = driver.next_job()
-        if issued is None:
-            if driver.done:
-                break
-            continue
-        job, _ = issued
-        node = f"node-{'ab'[job.trial_id % 2]}"
-        for epoch in range(job.start + 1, job.resource + 1):
-            value = math.nan if job.trial_id % 4 == 2 else curve(job.config, epoch)
-            metrics = {"epoch": epoch, "val_map": value, "checkpoint": f"ckpt-{job.trial_id}-{epoch}"}
-            if driver.report(job.trial_id, metrics, node=node).value != "continue":
-                break
-    driver.maybe_flush(force=True)
-    best = driver.best
-    folder.store.write_metadata(
-        {
-            "name": name,
-            "spec": spec.to_dict(),
-            "status": "running",
-            "started": time.time() - 60,
-            "updated": time.time(),
-            "budget_used": {"epochs": driver.total_resource, "trials": driver.core.num_trials},
-            "best": {"value": best[0], "trial_id": best[1], "resource": best[2]} if best else None,
-        }
+
+    def metrics(trial_id: int, config: Mapping[str, Any], epoch: int) -> dict[str, float]:
+        return {"val_map": math.nan if trial_id % 4 == 2 else curve(config, epoch)}
+
+    folder = write_study(
+        root, name, status="running", metrics=metrics, node=lambda trial_id: f"node-{'ab'[trial_id % 2]}"
     )
-    return folder, StudyLock(folder.path).acquire()
+    return folder, HELD.pop()  # released by the fixture, not at the end of the test process
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from service_store import drive_serially
 
-from hpo.schedulers.base import Decision
 from hpo.session import driver as driver_module
 from hpo.session.driver import StateError, StudyDriver, events_file, load_state, replayed_state
 from hpo.session.statelog import read_events
@@ -56,20 +56,13 @@ def _value(trial_id: int, epoch: int) -> float:
 
 def _drive(driver: StudyDriver, reports: int | None = None) -> int:
     """Run jobs one at a time, every epoch reported; stop after ``reports`` reports (None: to the end)."""
-    done = 0
-    while reports is None or done < reports:
-        issued = driver.next_job()
-        if issued is None:
-            break
-        job, _ = issued
-        for epoch in range(job.start + 1, job.resource + 1):
-            checkpoint = driver.folder.trial_dir(job.trial_id) / f"epoch-{epoch:04d}.pt"
-            metrics = {"epoch": epoch, "val_map": _value(job.trial_id, epoch), "checkpoint": str(checkpoint)}
-            decision = driver.report(job.trial_id, metrics, node="n")
-            done += 1
-            if decision is not Decision.CONTINUE or (reports is not None and done >= reports):
-                break
-    return done
+    return drive_serially(
+        driver,
+        lambda trial_id, config, epoch: {"val_map": _value(trial_id, epoch)},
+        reports=reports,
+        node="n",
+        checkpoint=lambda trial_id, epoch: str(driver.folder.trial_dir(trial_id) / f"epoch-{epoch:04d}.pt"),
+    )
 
 
 def _comparable(state: dict[str, Any]) -> dict[str, Any]:

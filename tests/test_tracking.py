@@ -25,6 +25,7 @@ pytest.importorskip("mlflow")
 pytest.importorskip("tensorboardX")
 
 from mlflow.tracking import MlflowClient
+from service_store import drive_serially
 from tensorboardX.proto import event_pb2
 
 from hpo.session.driver import StudyDriver, load_state
@@ -89,29 +90,20 @@ def _value(trial_id: int, epoch: int) -> float:
 
 def _drive(driver: StudyDriver, reports: int | None = None) -> int:
     """Run the driver's jobs serially with a synthetic curve; returns the reports made."""
-    done = 0
-    while reports is None or done < reports:
-        issued = driver.next_job()
-        if issued is None:
-            break
-        job, _ = issued
-        for epoch in range(job.start + 1, job.resource + 1):
-            checkpoint = driver.folder.trial_dir(job.trial_id) / f"epoch-{epoch:04d}.pt"
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            checkpoint.write_text("w")
-            metrics = {
-                "epoch": epoch,
-                "val_map": _value(job.trial_id, epoch),
-                "val_r1": 0.5 + 0.01 * epoch,
-                "checkpoint": str(checkpoint),
-            }
-            decision = driver.report(job.trial_id, metrics, node="n1")
-            done += 1
-            if decision.value != "continue" or (reports is not None and done >= reports):
-                break
-        if reports is not None and done >= reports:
-            break
-    return done
+
+    def checkpoint(trial_id: int, epoch: int) -> str:
+        path = driver.folder.trial_dir(trial_id) / f"epoch-{epoch:04d}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("w")
+        return str(path)
+
+    return drive_serially(
+        driver,
+        lambda trial_id, config, epoch: {"val_map": _value(trial_id, epoch), "val_r1": 0.5 + 0.01 * epoch},
+        reports=reports,
+        node="n1",
+        checkpoint=checkpoint,
+    )
 
 
 def _runs(tmp_path: Path, study: str = "trk") -> tuple[MlflowClient, list[Any]]:
