@@ -203,3 +203,26 @@ def test_the_runner_refuses_auto_on_a_cpu_only_cluster(short_tmp: Path) -> None:
     message = str(caught.value)
     assert "trials_per_gpu is auto, but no Ray node has a GPU to probe" in message and "\n" not in message
     assert not (short_tmp / "results").exists()  # nothing written: no study folder, no Ray session folder
+
+
+@pytest.mark.parametrize(
+    ("packed", "expected"),
+    [
+        (4, "2.2 GPU-hours (0.25 GPU per trial)"),
+        (3, "3.0 GPU-hours (0.3333 GPU per trial)"),  # the share the runner reserves (gpu_share), not 1/3
+        ("auto", "GPU-hours depend on the trials per GPU the probe picks"),
+    ],
+)
+def test_validate_prices_packed_trials_by_their_gpu_share(tmp_path: Path, packed: Any, expected: str) -> None:
+    from typer.testing import CliRunner
+
+    from hpo.cli import app
+
+    study = tmp_path / "packed.yaml"
+    study.write_text(
+        "name: packed\nspace: {x: {uniform: [0, 1]}}\nfidelity: {min: 1, max: 3, eta: 3}\nscheduler: asha\n"
+        f"budget: {{max_trials: 3}}\nresources: {{trials_per_gpu: {packed}}}\ntrainer: {{name: synthetic}}\n"
+    )
+    shown = CliRunner().invoke(app, ["validate", str(study), "--epoch-time", "1h"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert expected in " ".join(shown.output.split())

@@ -135,7 +135,9 @@ def describe_study(spec: Any, source: str, epoch_time: str | None) -> None:
         hours = full_epochs * parse_duration(epoch_time) / 3600
         gpu, packed = spec.resources.gpu, spec.resources.trials_per_gpu
         if isinstance(packed, int):
-            gpu = 1 / packed
+            from hpo.ray_backend.packing import gpu_share  # the share the runner reserves, not 1/N
+
+            gpu = gpu_share(packed)
         if packed == "auto":
             cost = "GPU-hours depend on the trials per GPU the probe picks (trials_per_gpu: auto)"
         elif gpu:
