@@ -103,6 +103,11 @@ RETRAINING_PEERS = ("dehb-retrain",)
 STOPS_MIDWAY = ("mfho-hedge", "asha-stopping")
 TIMING_RESULTS = (100, 1000, 5000)
 GRID_POINTS = 301
+#: Seed resamples for the ratio intervals, and the interval's percentiles.
+BOOTSTRAP = 2000
+INTERVAL = (5.0, 95.0)
+#: What a stored run keeps (enough to summarise it again when a later report merges it).
+RUN_KEYS = ("benchmark", "method", "seed", "max_fidelity", "fbe", "regret", "trials", "seconds", "accounting")
 
 
 @functools.cache
@@ -230,6 +235,40 @@ def finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def per_seed(group: list[dict[str, Any]], checkpoints: list[float]) -> dict[str, list[Any]]:
+    """Each seed's figures (None: never reached / no full-fidelity result yet), for the intervals."""
+    out: dict[str, list[Any]] = {"seed": [r["seed"] for r in group]}
+    for t in THRESHOLDS:
+        out[f"fbe_to_{t}"] = [finite_or_none(fbe_to_reach(r, t)) for r in group]
+    for c in checkpoints:
+        out[f"regret_at_{c}"] = [finite_or_none(regret_at(r, c)) for r in group]
+    return out
+
+
+def ratio_interval(ours: list[float | None], peer: list[float | None], seed: int = 0) -> list[float] | None:
+    """A bootstrap interval (``INTERVAL`` percentiles over ``BOOTSTRAP`` resamples of each side's seeds)
+    of median(ours) / median(peer); None (a missing value) counts as infinite. None when the ratio is
+    undefined (both medians infinite) in more than 5 % of the resamples."""
+    a = np.array([math.inf if v is None else v for v in ours], dtype=float)
+    b = np.array([math.inf if v is None else v for v in peer], dtype=float)
+    if not len(a) or not len(b):
+        return None
+    rng = np.random.default_rng(seed)
+    # lower/higher order statistics: an even-sized resample's median is one of its own values, never inf - inf
+    ma = np.percentile(a[rng.integers(len(a), size=(BOOTSTRAP, len(a)))], 50, axis=1, method="lower")
+    mb = np.percentile(b[rng.integers(len(b), size=(BOOTSTRAP, len(b)))], 50, axis=1, method="lower")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(mb > 0, ma / mb, np.where(ma > 0, math.inf, 1.0))
+    defined = ratio[~np.isnan(ratio)]
+    if len(defined) < 0.95 * BOOTSTRAP:
+        return None
+    low, high = INTERVAL
+    return [
+        float(np.percentile(defined, low, method="lower")),
+        float(np.percentile(defined, high, method="higher")),
+    ]
+
+
 def summarise(runs: list[dict[str, Any]], budget: float, methods: list[str]) -> dict[str, Any]:
     """grid -> benchmark -> method -> figures (and, per benchmark, ratios to the best peer)."""
     summary: dict[str, Any] = {}
@@ -262,6 +301,7 @@ def summarise(runs: list[dict[str, Any]], budget: float, methods: list[str]) -> 
                         str(c): finite_or_none(statistics.median(regret_at(r, c) for r in group))
                         for c in checkpoints
                     },
+                    "per_seed": per_seed(group, checkpoints),
                     "median_trials": statistics.median(r["trials"] for r in group),
                     "median_seconds": statistics.median(r["seconds"] for r in group),
                     "curve": {"fbe": fbe_grid.tolist(), **curve_quartiles(group, fbe_grid)},
@@ -300,6 +340,13 @@ def versus_best_peer(cells: dict[str, Any]) -> dict[str, Any]:
             "best_peer_value": best,
             "ratios": {m: ratio(get(c), best) for m, c in cells.items() if m not in PEERS},
         }
+        peer_seeds = peers[best_peer].get("per_seed", {}).get(name) if best_peer else None
+        if peer_seeds is not None:
+            figures[name]["intervals"] = {
+                m: ratio_interval(c["per_seed"][name], peer_seeds)
+                for m, c in cells.items()
+                if m not in PEERS and name in c.get("per_seed", {})
+            }
     return figures
 
 
@@ -311,12 +358,9 @@ def method_rank(method: str) -> tuple[int, int, str]:
     return (0, OURS.index(base) if base in OURS else len(OURS), method)
 
 
-def merge_reports(
-    summary: dict[str, Any], paths: list[Path], args: argparse.Namespace
-) -> list[dict[str, Any]]:
-    """Add the cells of methods this run did not run from earlier reports of the same setting; returns
-    their suggestion timings. Ratios to the best peer are recomputed over the merged cells."""
-    timings: list[dict[str, Any]] = []
+def read_reports(paths: list[Path], args: argparse.Namespace) -> list[tuple[Path, dict[str, Any]]]:
+    """Earlier reports for ``--reuse``, checked against this run's setting (ValueError names the file)."""
+    reports = []
     for path in paths:
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
@@ -327,17 +371,57 @@ def merge_reports(
             raise ValueError(
                 f"{path} was run with --fidelity {setting.get('fidelity', 'epochs')}, not {args.fidelity}"
             )
-        if setting.get("seeds") != args.seeds or setting.get("budget_fbe") != args.budget:
+        if setting.get("budget_fbe") != args.budget:
             raise ValueError(
-                f"{path} has seeds {setting.get('seeds')} and budget {setting.get('budget_fbe')}, but this "
-                f"run has {args.seeds} and {args.budget}: only the same setting can be merged"
+                f"{path} has budget {setting.get('budget_fbe')}, but this run has {args.budget}: only the "
+                "same setting can be merged"
             )
+        if not stored_runs(old) and (setting.get("seeds") != args.seeds or setting.get("first_seed", 0) != 0):
+            raise ValueError(
+                f"{path} stores no runs and has seeds {setting.get('seeds')}, but this run has {args.seeds} "
+                "from seed 0: a report without runs merges only with the same seeds"
+            )
+        reports.append((path, old))
+    return reports
+
+
+def stored_runs(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The report's runs, if it stores them whole (reports written before RUN_KEYS kept only figures)."""
+    runs = report.get("runs") or []
+    return runs if runs and all(all(k in r for k in RUN_KEYS) for r in runs) else []
+
+
+def merge_runs(runs: list[dict[str, Any]], reports: list[tuple[Path, dict[str, Any]]]) -> int:
+    """Add the earlier reports' runs that this run did not make (same function, method, grid and seed:
+    this run's wins), so seeds and methods of several runs pool into one table; returns how many."""
+    have = {(r["benchmark"], r["method"], r["max_fidelity"], r["seed"]) for r in runs}
+    added = 0
+    for _, report in reports:
+        for run in stored_runs(report):
+            key = (run["benchmark"], run["method"], run["max_fidelity"], run["seed"])
+            if key not in have:
+                have.add(key)
+                runs.append(dict(run))
+                added += 1
+    return added
+
+
+def merge_reports(
+    summary: dict[str, Any], reports: list[tuple[Path, dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Add the cells of methods this run did not run from earlier reports that store no runs (same seeds,
+    checked by :func:`read_reports`); returns every report's suggestion timings. Ratios to the best peer are
+    recomputed over the merged cells."""
+    timings: list[dict[str, Any]] = []
+    for _, old in reports:
+        timings += old.get("timing", [])
+        if stored_runs(old):
+            continue  # merged run by run (merge_runs)
         for grid, benchmarks in old.get("results", {}).items():
             for benchmark, data in benchmarks.items():
                 target = summary.setdefault(grid, {}).setdefault(benchmark, {"methods": {}})
                 for method, cell in data["methods"].items():
                     target["methods"].setdefault(method, cell)
-        timings += old.get("timing", [])
     for grid, benchmarks in summary.items():
         for data in benchmarks.values():
             data["methods"] = dict(sorted(data["methods"].items(), key=lambda item: method_rank(item[0])))
@@ -387,9 +471,64 @@ def print_tables(summary: dict[str, Any], console: Console) -> None:
             console.print(table)
 
 
+def interval_text(vs: dict[str, Any] | None, method: str = DEFAULT_PAIR) -> str:
+    """The ratio of ``method`` to the best peer with its bootstrap interval, e.g. ``0.38 [0.21, 0.70]``."""
+    if not vs:
+        return "-"
+    ratio = vs["ratios"].get(method)
+    if vs["best_peer_value"] is None:
+        return "no peer gets there" if ratio == 0.0 else "-"
+    text = fmt(ratio, 2)
+    interval = (vs.get("intervals") or {}).get(method)
+    if interval is not None:
+        text += f" [{fmt(interval[0], 2)}, {fmt(interval[1], 2)}]"
+    return text
+
+
+def default_table(summary: dict[str, Any]) -> str:
+    """The README's headline table: the default pair against the best peer on each function and figure,
+    with the ratios' bootstrap intervals (``INTERVAL`` percentiles over seed resamples)."""
+    low, high = INTERVAL
+    out = []
+    for grid, benchmarks in summary.items():
+        checkpoints = list(next(iter(next(iter(benchmarks.values()))["methods"].values()))["regret_at"])
+        shown = list(dict.fromkeys([c for c in checkpoints if float(c) == 20.0] + checkpoints[-1:]))
+        figures = [("FBE to 0.1", "fbe_to_0.1")] + [(f"r@{float(c):g}", f"regret_at_{c}") for c in shown]
+        seeds = sorted({c["seeds"] for data in benchmarks.values() for c in data["methods"].values()})
+        out.append(
+            f"**R = {grid}** ({'/'.join(map(str, seeds))} seeds; x = default / best peer with its "
+            f"{low:g}-{high:g} % bootstrap interval over seeds; below 1 is better)\n"
+        )
+        header = ["function"]
+        for name, _ in figures:
+            header += [f"default {name}", "best peer", "x"]
+        out.append("| " + " | ".join(header) + " |")
+        out.append("|---" * len(header) + "|")
+        for benchmark, data in benchmarks.items():
+            cell = data["methods"].get(DEFAULT_PAIR)
+            if cell is None:
+                continue
+            row = [benchmark + ("" if benchmark in TUNING else " (held-out)")]
+            for _, key in figures:
+                vs = data.get("vs_best_peer", {}).get(key)
+                if key.startswith("fbe_to_"):
+                    reach = cell["fbe_to"][key.removeprefix("fbe_to_")]
+                    row.append(f"{fmt(reach['median'])} ({reach['share']:.0%})")
+                    best = fmt(vs["best_peer_value"]) if vs else "-"
+                else:
+                    row.append(fmt(cell["regret_at"].get(key.removeprefix("regret_at_")), 3))
+                    best = fmt(vs["best_peer_value"], 3) if vs else "-"
+                got_there = vs is not None and vs["best_peer_value"] is not None
+                row.append(f"{vs['best_peer']} ({best})" if got_there else "none gets there")
+                row.append(interval_text(vs))
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
 def markdown(summary: dict[str, Any]) -> str:
-    """The README's tables: per grid and figure, functions x methods, and the default pair's ratio to the
-    best peer on each function."""
+    """The README's tables: the headline table (:func:`default_table`), then per grid and figure, functions
+    x methods, and the default pair's ratio to the best peer on each function."""
     figures = [
         ("FBE to regret <= 0.5 (share of seeds)", "fbe:0.5"),
         ("FBE to regret <= 0.1 (share of seeds)", "fbe:0.1"),
@@ -415,14 +554,11 @@ def markdown(summary: dict[str, Any]) -> str:
                     else:
                         cells.append(fmt(cell["regret_at"].get(key.removeprefix("regret_at_")), 3))
                 figure = key.replace("fbe:", "fbe_to_")
-                vs = data.get("vs_best_peer", {}).get(figure)
-                ratio = fmt(vs["ratios"].get(DEFAULT_PAIR), 2) if vs else "-"
-                if vs and vs["best_peer_value"] is None and vs["ratios"].get(DEFAULT_PAIR) == 0.0:
-                    ratio = "no peer gets there"
+                ratio = interval_text(data.get("vs_best_peer", {}).get(figure))
                 split = "" if benchmark in TUNING else " (held-out)"
                 out.append(f"| {benchmark}{split} | " + " | ".join(cells) + f" | {ratio} |")
             out.append("")
-    return "\n".join(out)
+    return default_table(summary) + "\n" + "\n".join(out)
 
 
 def plot(summary: dict[str, Any], directory: Path) -> list[Path]:
@@ -540,7 +676,10 @@ def select_benchmarks(text: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=10, help="how many seeds")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds are FIRST..FIRST+SEEDS-1 (to add seeds with --reuse)"
+    )
     parser.add_argument("--budget", type=float, default=150.0, help="full-budget equivalents per study")
     parser.add_argument("--grids", default="100,81", help="R values (max fidelity), comma-separated")
     parser.add_argument("--benchmarks", default="all", help="tuning, held-out, all, or names")
@@ -565,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         "--reuse",
         default="",
         help="earlier reports (JSON, same seeds and budget) whose methods join the tables when not run now "
-        "(e.g. the slow peers)",
+        "(e.g. the slow peers); reports that store their runs merge run by run, so they may add seeds",
     )
     args = parser.parse_args(argv)
     console = Console(width=170)
@@ -612,7 +751,17 @@ def main(argv: list[str] | None = None) -> int:
     if not priors or any(p not in ("none", "good", "bad") for p in priors):
         console.print(f"error: --priors is {args.priors!r}, but must name none, good or bad")
         return 2
-    seeds = list(range(args.seeds))
+    if args.seeds < 1 or args.first_seed < 0:
+        console.print(
+            f"error: --seeds is {args.seeds} and --first-seed {args.first_seed}, but must be >= 1 and >= 0"
+        )
+        return 2
+    try:
+        reports = read_reports([Path(f) for f in args.reuse.split(",") if f], args)
+    except ValueError as error:
+        console.print(f"error: --reuse: {error}")
+        return 2
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     started = time.perf_counter()
     runs: list[dict[str, Any]] = []
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
@@ -649,17 +798,18 @@ def main(argv: list[str] | None = None) -> int:
                     f"{len(runs)}/{total} studies, {time.perf_counter() - started:.0f} s", highlight=False
                 )
     elapsed = time.perf_counter() - started
+    made = len(runs)
+    reused = merge_runs(runs, reports)
     order = [m if p == "none" else f"{m}@{p}-prior" for m in methods for p in priors]
+    order += sorted({r["method"] for r in runs} - set(order), key=method_rank)
     summary = summarise(runs, args.budget, order)
-    reused_timings: list[dict[str, Any]] = []
-    if args.reuse:
-        try:
-            reused_timings = merge_reports(summary, [Path(f) for f in args.reuse.split(",") if f], args)
-        except ValueError as error:
-            console.print(f"error: --reuse: {error}")
-            return 2
+    reused_timings = merge_reports(summary, reports)
     print_tables(summary, console)
-    console.print(f"{len(runs)} studies in {elapsed:.0f} s on {args.jobs} processes")
+    console.print(
+        f"{made} studies in {elapsed:.0f} s on {args.jobs} processes"
+        + (f", {reused} more from --reuse" if reused else ""),
+        highlight=False,
+    )
     timings: list[dict[str, Any]] = []
     if args.timing:
         for method in methods:
@@ -690,6 +840,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "setting": {
             "seeds": args.seeds,
+            "first_seed": args.first_seed,
             "budget_fbe": args.budget,
             "eta": ETA,
             "grids": grids,
@@ -710,9 +861,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": elapsed,
         "results": summary,
         "timing": timings,
-        "runs": [
-            {k: r[k] for k in ("benchmark", "method", "seed", "max_fidelity", "fbe", "regret")} for r in runs
-        ],
+        "runs": [{k: r[k] for k in RUN_KEYS} for r in runs],
     }
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

@@ -3,17 +3,15 @@ parts end to end with a tiny ``tiny-cpu`` configuration (one trial process)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+from benchmark_script import load_benchmark
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_trial.py"
 TINY = ["--set=data.batch.p=2", "--set=data.batch.k=2", "--set=data.sampling.seq_len=2"]
 
 
@@ -28,12 +26,7 @@ def _one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gpu_trial_under_test", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_trial")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")

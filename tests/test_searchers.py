@@ -151,6 +151,40 @@ def test_mf_tpe_exploits_in_high_start_slots_only_when_others_start_low() -> Non
     assert restored.suggest(400, budget_fraction=1.0) == searcher.suggest(400, budget_fraction=1.0)
 
 
+def test_mf_tpe_high_start_refinements_stay_within_the_good_points_spread() -> None:
+    # Three good 9-epoch results agree to within 0.003 around (0.3, 0.6); seven others are worse. A low-start
+    # refinement moves by half the good set's kernel bandwidth (its floor 0.2 / sqrt(3) dominates: ~0.058);
+    # a high-start one (a full-budget run no rung screens) by at most the good set's own spread, here the
+    # HIGH_START_MIN_STEP of 0.02 (hpo/searchers/mftpe.py, "local refinement").
+    def searcher() -> MultiFidelityTPESearcher:
+        s = MultiFidelityTPESearcher(
+            UNIT,
+            np.random.default_rng(0),
+            random_fraction=0.0,
+            local_fraction=1.0,
+            high_start_local_fraction=1.0,
+        )
+        rng = np.random.default_rng(1)
+        for i in range(40):
+            s.observe(i, {"x": float(rng.random()), "y": float(rng.random())}, 1, float(rng.random()))
+        for i in range(10):
+            good = i < 3
+            x, y = (0.3 + 0.003 * i, 0.6 - 0.003 * i) if good else (float(rng.random()), float(rng.random()))
+            s.observe(100 + i, {"x": x, "y": y}, 9, 0.01 * i if good else 1.0 + i)
+        return s
+
+    def moves(budget_fraction: float) -> np.ndarray:
+        s = searcher()
+        s.suggest(200, budget_fraction=1 / 9)  # the study also starts configurations low
+        picks = [s.suggest(300 + i, budget_fraction=budget_fraction) for i in range(200)]
+        return np.array([[c["x"] - 0.3, c["y"] - 0.6] for c in picks])
+
+    low, high = np.abs(moves(1 / 9)), np.abs(moves(1.0))
+    assert 0.03 < np.median(low) < 0.05  # 0.6745 x ~0.058
+    assert 0.01 < np.median(high) < 0.016  # 0.6745 x 0.02
+    assert np.median(high) < np.median(low) / 2
+
+
 def test_tpe_learns_from_the_highest_observed_fidelity() -> None:
     searcher = TPESearcher(UNIT, np.random.default_rng(0), n_startup_trials=5)
     contradictory(searcher)

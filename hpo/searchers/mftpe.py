@@ -34,7 +34,10 @@ Rules (BOHB, section 4):
   (30 %) of the full budget while the study also starts configurations lower (Hyperband's two smallest
   brackets: expensive slots that no low fidelity screens, so they exploit), and ``local_fraction`` (0.4)
   otherwise. The bandwidth floor shrinks as ``SIGMA0 / sqrt(n_good)`` rather than Scott's n^(-1/(d+4)), so
-  the kernels can narrow too.
+  the kernels can narrow too. In a high-start slot the step is also at most the good set's own spread (its
+  per-coordinate standard deviation, at least ``HIGH_START_MIN_STEP``): the kernel floor keeps the *model*
+  exploring and is 3-10x wider than good points that have converged, which is cheap where a low rung
+  screens the move but wastes a full-budget run where none does.
 
 Why local refinement: without it the model plateaued - after 150 full-budget equivalents the median regret of
 hyperband+mf-tpe on mfh3 stayed at 0.008 (Optuna's TPE reaches 0.001), because kernels of width >= 0.1 in
@@ -44,6 +47,14 @@ seeds, hyperband, 150 FBE; median final regret without -> with the 0.4 share): m
 -> 16.2. Refining in the high-start slots (0.9) and around the top fidelity's best then took (10 seeds,
 search_quality.py) mfh6_terrible's FBE to regret <= 0.5 from 109.7 to 57.6 and its regret at 50 FBE from
 2.05 to 0.66, and mfh3's regret at 20 FBE from 0.015 to 0.0078.
+
+The high-start step (tuning set, R = 100, 50 seeds, two random streams, median regret before -> after):
+Hyperband's smallest bracket had spent its 5 FBE per pass on moves of ~0.05-0.14 per coordinate around a
+best with regret 0.007, landing at regret 0.04-0.6. Bounding them: mfh3 regret at 20 FBE 0.043 / 0.027 ->
+0.031 / 0.016 and at 150 FBE 0.0020 / 0.0020 -> 0.0011 / 0.0018; mfh6 at 150 FBE 0.027 / 0.020 -> 0.020 /
+0.012; mfh3_terrible 0.061 / 0.037 -> 0.039 / 0.027; mfh6_terrible about unchanged at 150 FBE (0.22 /
+0.18 -> 0.20 / 0.18) but worse at 20 FBE (2.10 / 1.94 -> 2.29 / 2.10); R = 81 about neutral (geometric
+mean of the regret-at-20 and -150 ratios to the best peer 0.90 -> 0.88).
 
 Measured (benchmarks/search_quality.py): BOHB's own settings (Scott's bandwidth floored at 1e-3, widened 3x
 for sampling, no prior) collapsed onto local optima of Hartmann-3 - worse than random search within ASHA;
@@ -70,6 +81,8 @@ HIGH_START_LOCAL_FRACTION = 0.9
 #: A configuration whose first job trains at least this share of the full budget "starts high" (with eta 3:
 #: Hyperband's two smallest brackets).
 HIGH_START = 0.3
+#: Smallest refinement step per unit-cube coordinate in a high-start slot (see the module docstring).
+HIGH_START_MIN_STEP = 0.02
 #: Cap on the default number of results a fidelity needs before the model is fitted on it.
 MAX_MIN_POINTS = 27
 #: Bandwidth floor scale in unit-cube coordinates (Optuna's multivariate TPE uses the same 0.2).
@@ -206,7 +219,8 @@ class MultiFidelityTPESearcher(HistorySearcher):
             if self.rng.random() < share:
                 _, vectors, losses = self._obs[self._top_resource()]
                 if len(losses) >= 2:
-                    return self.space.from_unit(self._refine(np.stack(vectors), np.asarray(losses))), MODEL
+                    moved = self._refine(np.stack(vectors), np.asarray(losses), starts_high=starts_high)
+                    return self.space.from_unit(moved), MODEL
         if resource is None or self.rng.random() < self.random_fraction:
             if self._mixture is not None:
                 results = {
@@ -224,10 +238,16 @@ class MultiFidelityTPESearcher(HistorySearcher):
         result, does not yet say the lower fidelities' model is stale)."""
         return max((r for r, (_, _, losses) in self._obs.items() if len(losses) > 1), default=min(self._obs))
 
-    def _refine(self, points: np.ndarray, losses: np.ndarray) -> np.ndarray:
-        """The best point moved by a Gaussian step of half the good set's bandwidth (local refinement)."""
+    def _refine(self, points: np.ndarray, losses: np.ndarray, *, starts_high: bool = False) -> np.ndarray:
+        """The best point moved by a Gaussian step of half the good set's bandwidth (local refinement); in a
+        high-start slot at most the good set's spread (``HIGH_START_MIN_STEP`` or more)."""
         good, _ = split_good_bad(losses, self.gamma, points.shape[1] + 1)
         step = scott_bandwidth(points[good], self.min_bandwidth) * 0.5
+        if starts_high:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column (never active)
+                spread = np.nan_to_num(np.nanstd(points[good], axis=0))
+            step = np.minimum(step, np.maximum(spread, HIGH_START_MIN_STEP))
         best = points[int(np.argmin(losses))]
         moved = best + self.rng.normal(size=best.shape) * step
         # An inactive (NaN) coordinate stays undecided: the decoder samples or drops it.
