@@ -25,9 +25,11 @@ fidelity R* so far, minus the known optimum; a seed without a full-fidelity resu
 Reported per function and method: the median FBE to reach regret <= 0.5 / 0.1 / 0.01 (a seed that never
 reaches it counts as infinite, so the median is "-" when half the seeds or more miss) with the share of
 seeds that did; the median regret at 10 / 20 / 50 / 150 FBE (infinite seeds included); and each against
-the best peer on that function (ratio < 1: ours is better). A PNG per function (median and quartiles of
-regret against FBE). ``--timing`` measures the wall-clock cost of one suggestion of each searcher after
-100 / 1,000 / 5,000 results, ours in-process and the peers' through peers.py.
+the best peer on that function (ratio < 1: ours is better), with a bootstrap interval of the ratio (5-95 %
+over 2,000 resamples of each side's seeds: medians over 10-20 seeds of these bimodal regrets move by 2-3x
+between random streams, so a ratio without its interval says little). A PNG per function (median and
+quartiles of regret against FBE). ``--timing`` measures the wall-clock cost of one suggestion of each
+searcher after 100 / 1,000 / 5,000 results, ours in-process and the peers' through peers.py.
 
 ``--fidelity data_fraction`` benchmarks the data-subset fidelity (``fidelity.resource: data_fraction``): the
 Hartmann functions' fidelity z is read as the share of the training data, a rung trains the whole
@@ -36,7 +38,10 @@ is the comparable peer (Optuna's and Syne Tune's trials continue, which a data f
 
 Needs the ``bench`` extra (``make bench``: mf-prior-bench installed with --no-deps; matplotlib for PNGs).
 
-    python benchmarks/search_quality.py [--seeds 10] [--budget 150] [--grids 100,81]
+Every report stores its runs; ``--reuse`` pools the runs of earlier reports with this run's (same budget and
+fidelity), so seeds can be added later (``--first-seed 20 --seeds 10``) and slow peers run once.
+
+    python benchmarks/search_quality.py [--seeds 10] [--first-seed 0] [--budget 150] [--grids 100,81]
         [--benchmarks tuning|held-out|all|mfh3,...] [--methods hyperband+mf-tpe,...,optuna-tpe-sh,...]
         [--jobs 2] [--timing] [--peers-python .venv-peers/bin/python] [--fidelity epochs|data_fraction]
         [--json-out benchmarks/results/search_quality.json] [--png-dir benchmarks/results/search_quality]
@@ -526,6 +531,58 @@ def default_table(summary: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def prior_table(summary: dict[str, Any]) -> str:
+    """The default pair with mf-prior-bench's good and bad priors against no prior: median FBE to regret <=
+    0.1 (share of seeds), how many times fewer FBE the good prior needs, and bad / none, each ratio with its
+    bootstrap interval. Empty when the run measured no prior."""
+    good, bad = f"{DEFAULT_PAIR}@good-prior", f"{DEFAULT_PAIR}@bad-prior"
+    out = []
+    for grid, benchmarks in summary.items():
+        rows = []
+        for benchmark, data in benchmarks.items():
+            cells = data["methods"]
+            if DEFAULT_PAIR not in cells or (good not in cells and bad not in cells):
+                continue
+            none = cells[DEFAULT_PAIR]
+
+            def reach(method: str, cells: dict[str, Any] = cells) -> str:
+                if method not in cells:
+                    return "-"
+                r = cells[method]["fbe_to"]["0.1"]
+                return f"{fmt(r['median'])} ({r['share']:.0%})"
+
+            def times(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
+                """median(a) / median(b) over FBE to 0.1, with its interval."""
+                if a is None or b is None:
+                    return "-"
+                ma, mb = a["fbe_to"]["0.1"]["median"], b["fbe_to"]["0.1"]["median"]
+                if ma is None and mb is None:
+                    return "neither gets there"
+                if mb is None:
+                    return "0 (only the first gets there)"
+                text = "inf" if ma is None else fmt(ma / mb, 2)
+                interval = ratio_interval(a["per_seed"]["fbe_to_0.1"], b["per_seed"]["fbe_to_0.1"])
+                if interval is not None:
+                    text += f" [{fmt(interval[0], 2)}, {fmt(interval[1], 2)}]"
+                return text
+
+            split = "" if benchmark in TUNING else " (held-out)"
+            rows.append(
+                f"| {benchmark}{split} | {reach(DEFAULT_PAIR)} | {reach(good)} | {reach(bad)} | "
+                f"{times(none, cells.get(good))} | {times(cells.get(bad), none)} |"
+            )
+        if rows:
+            low, high = INTERVAL
+            out.append(
+                f"**Priors, R = {grid}** (FBE to regret <= 0.1, share of seeds; ratios with their "
+                f"{low:g}-{high:g} % bootstrap interval)\n"
+            )
+            out.append("| function | no prior | good prior | bad prior | none / good | bad / none |")
+            out.append("|---|---|---|---|---|---|")
+            out += [*rows, ""]
+    return "\n".join(out)
+
+
 def markdown(summary: dict[str, Any]) -> str:
     """The README's tables: the headline table (:func:`default_table`), then per grid and figure, functions
     x methods, and the default pair's ratio to the best peer on each function."""
@@ -558,7 +615,7 @@ def markdown(summary: dict[str, Any]) -> str:
                 split = "" if benchmark in TUNING else " (held-out)"
                 out.append(f"| {benchmark}{split} | " + " | ".join(cells) + f" | {ratio} |")
             out.append("")
-    return default_table(summary) + "\n" + "\n".join(out)
+    return "\n".join([default_table(summary), prior_table(summary), *out])
 
 
 def plot(summary: dict[str, Any], directory: Path) -> list[Path]:

@@ -120,3 +120,15 @@ def test_the_headline_table_quotes_the_default_against_the_best_peer(sq: ModuleT
     assert "| 1.0e-03 | dehb (2.0e-03) | 0.50 [0.50, 0.50] |" in mfh3
     mfh6 = next(line for line in lines if line.startswith("| mfh6 |"))
     assert "| - (0%) | none gets there | - |" in mfh6  # nobody reaches regret 0.1 there
+
+
+def test_the_prior_table_compares_good_and_bad_priors_with_none(sq: ModuleType) -> None:
+    runs = [run("hyperband+mf-tpe", s, [3.4], [0.05]) for s in range(4)]
+    runs += [run("hyperband+mf-tpe@good-prior", s, [1.0], [0.01]) for s in range(4)]
+    runs += [run("hyperband+mf-tpe@bad-prior", s, [4.4], [0.05]) for s in range(4)]
+    methods = ["hyperband+mf-tpe", "hyperband+mf-tpe@good-prior", "hyperband+mf-tpe@bad-prior"]
+    table = sq.prior_table(sq.summarise(runs, 150.0, methods))
+    assert table.startswith("**Priors, R = 100**")
+    row = next(line for line in table.splitlines() if line.startswith("| mfh3 |"))
+    assert row == "| mfh3 | 3.4 (100%) | 1.0 (100%) | 4.4 (100%) | 3.40 [3.40, 3.40] | 1.29 [1.29, 1.29] |"
+    assert sq.prior_table(sq.summarise(runs[:4], 150.0, methods[:1])) == ""  # no prior measured
