@@ -476,6 +476,11 @@ def print_tables(summary: dict[str, Any], console: Console) -> None:
             console.print(table)
 
 
+def with_interval(text: str, interval: list[float] | None) -> str:
+    """``text`` and a ratio's bootstrap interval, e.g. ``0.38 [0.21, 0.70]`` (just ``text`` without one)."""
+    return text if interval is None else f"{text} [{fmt(interval[0], 2)}, {fmt(interval[1], 2)}]"
+
+
 def interval_text(vs: dict[str, Any] | None, method: str = DEFAULT_PAIR) -> str:
     """The ratio of ``method`` to the best peer with its bootstrap interval, e.g. ``0.38 [0.21, 0.70]``."""
     if not vs:
@@ -483,11 +488,7 @@ def interval_text(vs: dict[str, Any] | None, method: str = DEFAULT_PAIR) -> str:
     ratio = vs["ratios"].get(method)
     if vs["best_peer_value"] is None:
         return "no peer gets there" if ratio == 0.0 else "-"
-    text = fmt(ratio, 2)
-    interval = (vs.get("intervals") or {}).get(method)
-    if interval is not None:
-        text += f" [{fmt(interval[0], 2)}, {fmt(interval[1], 2)}]"
-    return text
+    return with_interval(fmt(ratio, 2), (vs.get("intervals") or {}).get(method))
 
 
 def default_table(summary: dict[str, Any]) -> str:
@@ -560,11 +561,10 @@ def prior_table(summary: dict[str, Any]) -> str:
                     return "neither gets there"
                 if mb is None:
                     return "0 (only the first gets there)"
-                text = "inf" if ma is None else fmt(ma / mb, 2)
-                interval = ratio_interval(a["per_seed"]["fbe_to_0.1"], b["per_seed"]["fbe_to_0.1"])
-                if interval is not None:
-                    text += f" [{fmt(interval[0], 2)}, {fmt(interval[1], 2)}]"
-                return text
+                return with_interval(
+                    "inf" if ma is None else fmt(ma / mb, 2),
+                    ratio_interval(a["per_seed"]["fbe_to_0.1"], b["per_seed"]["fbe_to_0.1"]),
+                )
 
             split = "" if benchmark in TUNING else " (held-out)"
             rows.append(
@@ -760,8 +760,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reuse",
         default="",
-        help="earlier reports (JSON, same seeds and budget) whose methods join the tables when not run now "
-        "(e.g. the slow peers); reports that store their runs merge run by run, so they may add seeds",
+        help="earlier reports (JSON, same budget and fidelity) whose runs join the tables where this run did "
+        "not make them (e.g. the slow peers, or more seeds); a report that stores no runs merges only with "
+        "the same seeds",
     )
     args = parser.parse_args(argv)
     console = Console(width=170)

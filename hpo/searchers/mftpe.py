@@ -99,16 +99,21 @@ def split_good_bad(losses: np.ndarray, gamma: float, min_points: int) -> tuple[n
     return order[:n_good], order[n - n_bad :]
 
 
+def spread(points: np.ndarray) -> np.ndarray:
+    """Per-coordinate standard deviation over the non-NaN entries (0 for a column that is never active)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column (never active) has no std
+        std = np.nanstd(points, axis=0)
+    return np.where(np.isfinite(std), std, 0.0)
+
+
 def scott_bandwidth(points: np.ndarray, min_bandwidth: float) -> np.ndarray:
     """Per-coordinate bandwidth max(std n^(-1/(d+4)), 0.2 / sqrt(n)) over the non-NaN entries, at least
     ``min_bandwidth``. The 0.2 is Optuna's multivariate TPE bandwidth (``SIGMA0_MAGNITUDE``): without a
     floor a tight cluster of good points collapses the kernel and the search stops exploring; the floor
     shrinks with n (Scott's rate would keep it above 0.1 for any realistic n, see the module docstring)."""
     n, d = points.shape
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column (never active) has no std
-        std = np.nanstd(points, axis=0)
-    std = np.where(np.isfinite(std), std, 0.0)
+    std = spread(points)
     return np.maximum(np.maximum(std * n ** (-1.0 / (d + 4)), SIGMA0 / math.sqrt(n)), min_bandwidth)
 
 
@@ -244,10 +249,7 @@ class MultiFidelityTPESearcher(HistorySearcher):
         good, _ = split_good_bad(losses, self.gamma, points.shape[1] + 1)
         step = scott_bandwidth(points[good], self.min_bandwidth) * 0.5
         if starts_high:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column (never active)
-                spread = np.nan_to_num(np.nanstd(points[good], axis=0))
-            step = np.minimum(step, np.maximum(spread, HIGH_START_MIN_STEP))
+            step = np.minimum(step, np.maximum(spread(points[good]), HIGH_START_MIN_STEP))
         best = points[int(np.argmin(losses))]
         moved = best + self.rng.normal(size=best.shape) * step
         # An inactive (NaN) coordinate stays undecided: the decoder samples or drops it.

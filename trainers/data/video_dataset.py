@@ -117,9 +117,11 @@ class TrackletDataset(Dataset[dict[str, Any]]):
         labels, cameras, positions = [], [], []
         picks: list[np.ndarray] = []  # each item's (seq_len,) frame indices
         cached: list[int | None] = []  # each item's first row in the frame cache
+        tracklets: list[Tracklet] = []
         for row, item in enumerate(indices):
             epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
             tracklet = self.tracklets[index]
+            tracklets.append(tracklet)
             rng = np.random.default_rng([self.seed, epoch, index])
             clip = sample_frame_indices(len(tracklet.frames), seq_len, self.mode, rng)[0]
             flip, rectangles = self.transform.decide(seq_len, rng)
@@ -137,13 +139,11 @@ class TrackletDataset(Dataset[dict[str, Any]]):
             # one read of the memory map for the whole batch, straight into the batch array
             np.take(self.frame_cache.frames, rows, axis=0, out=out, mode="clip")
         else:
-            for row, (item, clip, first) in enumerate(zip(indices, picks, cached, strict=True)):
+            for row, (tracklet, clip, first) in enumerate(zip(tracklets, picks, cached, strict=True)):
                 block = out[row * seq_len : (row + 1) * seq_len]
                 if first is not None and self.frame_cache is not None:
                     np.take(self.frame_cache.frames, first + clip, axis=0, out=block, mode="clip")
                     continue
-                index = item[1] if isinstance(item, tuple) else item
-                tracklet = self.tracklets[index]
                 decoded: dict[int, np.ndarray] = {}  # each distinct frame decoded once
                 for position, i in enumerate(clip.tolist()):
                     if i not in decoded:
