@@ -20,7 +20,10 @@ before) left the training process out and, with 2 workers on 2 shared cores, cha
 it could not get. Both paths are measured ``--rounds`` times, alternately (JPEG, cache, JPEG, ...), so load
 from other processes hits both alike; the ratios quoted are medians over rounds. The loader delivers
 uint8 clips; the trainer's conversion to normalised float (``to_model_input``, on the GPU in training) is
-timed apart, on this CPU, as ``normalise_ms_per_batch_cpu``.
+timed apart, on this CPU, as ``normalise_ms_per_batch_cpu``. With every tracklet in the cache the
+training loader gathers batches in the training process (``trainers/data/cache_loader.py``: one prefetch
+thread, no worker processes), so ``--workers`` shapes the JPEG path only; the cache path is measured beside
+each JPEG setting all the same, alternately, to keep the per-round ratios.
 
     python benchmarks/loader_throughput.py [--scale agvp] [--data ROOT] [--batches 20] [--rounds 3]
         [--min-frames 4] [--max-frames 8] [--json-out benchmarks/results/loader_throughput.json]
@@ -29,6 +32,7 @@ timed apart, on this CPU, as ``normalise_ms_per_batch_cpu``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import shutil
@@ -36,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +74,11 @@ def _process_cpu_seconds(pid: int) -> float:
 
 def _cpu_seconds(loader: Any) -> float:
     """CPU seconds so far of this process (all its threads) plus the loader's worker processes."""
-    # a loader with persistent workers keeps torch's multiprocessing iterator, which keeps the Processes
+    # a loader with persistent workers keeps torch's multiprocessing iterator, which keeps the Processes;
+    # the cache path's CacheLoader has none (its prefetch thread is this process's CPU time)
+    expected = getattr(loader, "num_workers", 0)
     workers = getattr(getattr(loader, "_iterator", None), "_workers", [])
-    if loader.num_workers and len(workers) != loader.num_workers:
+    if expected and len(workers) != expected:
         raise RuntimeError("cannot find the loader's worker processes to count their CPU time")
     return time.process_time() + sum(_process_cpu_seconds(w.pid) for w in workers)
 
@@ -79,18 +86,25 @@ def _cpu_seconds(loader: Any) -> float:
 def _measure(index: Any, config: DataConfig, batches: int, cache_dir: Path) -> dict[str, Any]:
     """Frames/s delivered, frames per CPU-second (workers + this process), ms per batch of
     ``to_model_input`` on this CPU, and the first batch."""
-    loader, _, _ = train_loader(index, validation_split(index, config), config, cache_dir=cache_dir)
-    iterator = iter(loader)
-    first = next(iterator)  # warm-up: worker start-up, first page-ins
+    loader, _, sampler = train_loader(index, validation_split(index, config), config, cache_dir=cache_dir)
+
+    def epochs(loader: Any) -> Iterator[dict[str, Any]]:  # as many epochs as --batches needs
+        for epoch in itertools.count():
+            sampler.set_epoch(epoch)
+            yield from loader
+
+    stream = epochs(loader)
+    first = next(stream)  # warm-up: worker start-up, first page-ins
     frames = 0
     cpu = _cpu_seconds(loader)
     started = time.perf_counter()
     for _ in range(batches):
-        batch = next(iterator)
+        batch = next(stream)
         frames += batch["clip"].shape[0] * batch["clip"].shape[1]
     seconds = time.perf_counter() - started
     cpu = _cpu_seconds(loader) - cpu
-    del iterator, loader
+    stream.close()
+    del stream, loader
     # The trainer's side, timed apart (not in frames/s): uint8 -> normalised, erased float. On a GPU this
     # runs there; here it is the CPU worst case.
     started = time.perf_counter()

@@ -1,10 +1,15 @@
 """The training loader's whole-batch path (TrackletDataset.batch, TrackletBatches) and the device-side flip:
 each batch is, item for item and after ``to_model_input``, what the per-item path plus ``collate_clips``
-gives, from the JPEGs or the frame cache alike, with the flips as one flag per clip."""
+gives, from the JPEGs or the frame cache alike, with the flips as one flag per clip. Then the in-process
+loader on the frame cache (trainers/data/cache_loader.py): chosen when every training tracklet is cached,
+the same batches and training results as the JPEG path, buffers reused only once released, errors and early
+exits handled in its prefetch thread."""
 
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +17,11 @@ import numpy as np
 import pytest
 import torch
 
+from trainers.data.cache_loader import BufferPool, CacheLoader
 from trainers.data.config import DataConfig, TransformConfig
 from trainers.data.frame_cache import ensure_frame_cache
 from trainers.data.index import DatasetIndex, read_dataset
-from trainers.data.pipeline import train_loader, validation_split
+from trainers.data.pipeline import BatchLoader, train_loader, validation_split
 from trainers.data.sampling import SamplingMode, sample_frame_indices
 from trainers.data.transforms import ClipTransform, collate_clips, to_model_input
 from trainers.data.video_dataset import TrackletDataset
@@ -183,14 +189,14 @@ def test_the_frame_cache_gather_reads_the_batch_rows(index: DatasetIndex, tmp_pa
 
 
 def test_pin_memory_reaches_the_loader(index: DatasetIndex) -> None:
-    config = _config()
+    config = _config(frame_cache=False)
     loader, _, _ = train_loader(index, validation_split(index, config), config, pin_memory=True)
     assert loader.pin_memory and loader.batch_size is None
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_the_device_flip_matches_the_cpu_flip(index: DatasetIndex) -> None:
-    config = _config(transform={**BASE["transform"], "erase_fill": "random"})
+    config = _config(transform={**BASE["transform"], "erase_fill": "random"}, frame_cache=False)
     loader, _, _ = train_loader(index, validation_split(index, config), config, seed=4, pin_memory=True)
     batch = next(iter(loader))
     assert batch["clip"].is_pinned() and bool(batch["flip"].any())
@@ -202,7 +208,7 @@ def test_the_device_flip_matches_the_cpu_flip(index: DatasetIndex) -> None:
 
 def test_small_fields_travel_by_value_and_arrive_as_tensors(index: DatasetIndex) -> None:
     """Only ``clip`` crosses from a worker in shared memory; the rest is numpy, tensors again on arrival."""
-    config = _config(workers=1)
+    config = _config(workers=1, frame_cache=False)
     loader, _, _ = train_loader(index, validation_split(index, config), config, seed=4)
     sent = loader.dataset[[(0, 0), (0, 1)]]
     assert isinstance(sent["clip"], torch.Tensor)
@@ -211,3 +217,172 @@ def test_small_fields_travel_by_value_and_arrive_as_tensors(index: DatasetIndex)
     assert all(isinstance(value, torch.Tensor) for value in batch.values())
     assert batch["label"].dtype == torch.int64 and batch["flip"].dtype == torch.bool
     assert len(loader) == len(list(loader.sampler))
+
+
+# --- the in-process loader on the frame cache (trainers/data/cache_loader.py) -----------------------------
+
+KEYS = ("clip", "erase", "flip", "label", "camera", "index")
+
+
+def _loader(index: DatasetIndex, cache_dir: Path, **overrides: Any) -> Any:
+    config = DataConfig.model_validate({**BASE, **overrides})
+    return train_loader(index, validation_split(index, config), config, seed=4, cache_dir=cache_dir)
+
+
+def _loader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "agvp-cache-loader"]
+
+
+def _no_loader_thread_within(seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _loader_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not _loader_threads()
+
+
+def test_a_fully_cached_dataset_gets_the_in_process_loader(index: DatasetIndex, tmp_path: Path) -> None:
+    loader, _, sampler = _loader(index, tmp_path, frame_cache=True, workers=2)
+    assert isinstance(loader, CacheLoader) and len(loader) == len(sampler)
+    plain, _, _ = _loader(index, tmp_path, frame_cache=False)
+    assert isinstance(plain, BatchLoader)
+
+
+def test_every_batch_of_two_epochs_equals_the_jpeg_path(index: DatasetIndex, tmp_path: Path) -> None:
+    """Kept batches stay intact: all of an epoch's batches are held at once and still equal the
+    reference (a buffer reused too early would show as a changed clip)."""
+    small = {"batch": {"p": 2, "k": 1}}  # more batches per epoch than the pool keeps buffers
+    cached, _, cached_sampler = _loader(index, tmp_path, frame_cache=True, **small)
+    plain, _, plain_sampler = _loader(index, tmp_path, frame_cache=False, **small)
+    for epoch in (0, 1):
+        cached_sampler.set_epoch(epoch)
+        plain_sampler.set_epoch(epoch)
+        got, want = list(cached), list(plain)
+        assert len(got) == len(want) > cached.prefetch + 3
+        for a, b in zip(got, want, strict=True):
+            for key in KEYS:
+                assert torch.equal(a[key], b[key]), (epoch, key)
+    assert _no_loader_thread_within(5.0)
+
+
+def test_a_released_buffer_is_reused_and_a_held_one_is_not() -> None:
+    pool = BufferPool(keep=2)
+    first = pool((4, 3))
+    first_ptr = first.data_ptr()
+    view = first[1:].permute(1, 0)  # a view alone still holds the buffer
+    del first
+    second = pool((4, 3))
+    assert second.data_ptr() != first_ptr
+    del view
+    third = pool((4, 3))
+    assert third.data_ptr() == first_ptr
+    # all pooled buffers in use: a fresh one, not kept
+    fourth = pool((4, 3))
+    assert fourth.data_ptr() not in (second.data_ptr(), third.data_ptr())
+    del second, third, fourth
+    assert pool((4, 3)).data_ptr() in {first_ptr, *(a.ctypes.data for a in pool._arrays)}
+    assert len(pool._arrays) == 2
+
+
+def test_an_error_while_building_is_raised_in_the_loop(index: DatasetIndex, tmp_path: Path) -> None:
+    loader, dataset, _ = _loader(index, tmp_path, frame_cache=True)
+    calls = []
+    original = dataset.batch
+
+    def failing(indices: Any, **kwargs: Any) -> Any:
+        calls.append(indices)
+        if len(calls) == 2:
+            raise RuntimeError("disk went away")
+        return original(indices, **kwargs)
+
+    dataset.batch = failing  # type: ignore[method-assign]
+    received = []
+    with pytest.raises(RuntimeError, match="disk went away"):
+        for batch in loader:
+            received.append(batch)
+    assert len(received) == 1
+    assert _no_loader_thread_within(5.0)
+
+
+def test_leaving_the_loop_early_stops_the_thread(index: DatasetIndex, tmp_path: Path) -> None:
+    loader, _, _ = _loader(index, tmp_path, frame_cache=True)
+    iterator = iter(loader)
+    next(iterator)
+    assert _loader_threads()
+    iterator.close()  # what a `break` does once the generator is dropped
+    assert _no_loader_thread_within(5.0)
+
+
+def test_without_prefetch_batches_are_built_in_the_callers_thread(
+    index: DatasetIndex, tmp_path: Path
+) -> None:
+    loader, _, _ = _loader(index, tmp_path, frame_cache=True)
+    threaded = list(loader)
+    loader.prefetch = 0
+    inline = list(loader)
+    assert not _loader_threads()
+    for a, b in zip(threaded, inline, strict=True):
+        for key in KEYS:
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_a_tracklet_missing_from_the_cache_keeps_the_worker_loader(
+    index: DatasetIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainers.data import pipeline
+
+    _, dataset, _ = _loader(index, tmp_path, frame_cache=True)
+    entry = dataset.frame_cache
+    assert entry is not None
+    missing = dataset.tracklets[0].key
+    partial = dataclasses.replace(entry, rows={k: v for k, v in entry.rows.items() if k != missing})
+    monkeypatch.setattr(pipeline, "frame_cache_for", lambda *args, **kwargs: partial)
+    loader, _, _ = _loader(index, tmp_path, frame_cache=True)
+    assert isinstance(loader, BatchLoader)
+
+
+def test_pin_memory_asks_for_page_locked_buffers(index: DatasetIndex, tmp_path: Path) -> None:
+    loader, _, _ = _loader(index, tmp_path, frame_cache=True)
+    assert isinstance(loader._buffer, BufferPool)
+    pinned, _, _ = train_loader(
+        index,
+        validation_split(index, DataConfig.model_validate({**BASE, "frame_cache": True})),
+        DataConfig.model_validate({**BASE, "frame_cache": True}),
+        cache_dir=tmp_path,
+        pin_memory=True,
+    )
+    assert isinstance(pinned, CacheLoader) and pinned.pin_memory
+    assert not isinstance(pinned._buffer, BufferPool)
+    if torch.cuda.is_available():
+        assert next(iter(pinned))["clip"].is_pinned()
+
+
+def test_training_on_the_cache_gives_the_jpeg_paths_results(small_root: Path, tmp_path: Path) -> None:
+    """Whole epochs of `fit` (training through the in-process loader, validation from the cache) end
+    with exactly the losses and metrics of the JPEG path, with or without a worker: no loader draws from
+    torch's global generator, which the training's own randomness uses."""
+    from trainers.engine import fit
+    from trainers.tfclip.config import resolve_config
+
+    def run(cache: bool, workers: int = 0) -> list[dict[str, Any]]:
+        config = resolve_config(
+            {
+                "preset": "tiny-cpu",
+                "data": {
+                    "root": str(small_root),
+                    "batch": {"p": 4, "k": 2},
+                    "split": {"fraction": 0.3},
+                    "frame_cache": cache,
+                    "workers": workers,
+                },
+                "runtime": {"eval_batch_size": 64, "cache_dir": str(tmp_path / "cache")},
+            }
+        )
+        return fit(config, max_epochs=2)
+
+    plain = run(False)
+    assert not list((tmp_path / "cache").rglob("frames.npy"))
+    for other in (run(True), run(False, workers=1)):
+        for a, b in zip(plain, other, strict=True):
+            for key in ("train_loss", "val_map", "val_r1"):
+                assert a[key] == b[key], key
+    assert list((tmp_path / "cache").rglob("frames.npy"))  # the cache was built and used

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trainers.data.index import DatasetIndex, read_dataset
-from trainers.data.pipeline import DataConfig, eval_dataset, train_loader, validation_split
+from trainers.data.pipeline import BatchLoader, DataConfig, eval_dataset, train_loader, validation_split
 from trainers.data.transforms import to_model_input
 
 BASE: dict[str, Any] = {
@@ -70,9 +70,9 @@ def test_test_mode_and_workers(index: DatasetIndex) -> None:
     dense = eval_dataset(index, [tracklet], _config(sampling={"test_mode": "dense"}))[0]["clip"]
     assert first.shape == (4, 3, 32, 16)
     assert dense.ndim == 5
-    config = DataConfig(**{**BASE, "workers": 1})
+    config = DataConfig(**{**BASE, "workers": 1, "frame_cache": False})  # workers decode the JPEGs
     loader, _, _ = train_loader(index, validation_split(index, config), config)
-    assert loader.num_workers == 1
+    assert isinstance(loader, BatchLoader) and loader.num_workers == 1
     batch = next(iter(loader))
     assert torch.equal(batch["clip"], _first_batch(index, _config())["clip"])  # workers change nothing
 

@@ -154,11 +154,11 @@ def test_an_interrupted_build_leaves_no_usable_entry(
     calls = {"n": 0}
     original = fc._decode_tracklet
 
-    def failing(*args: Any) -> None:
+    def failing(*args: Any) -> np.ndarray:
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt
-        original(*args)
+        return original(*args)
 
     monkeypatch.setattr(fc, "_decode_tracklet", failing)
     transform = TransformConfig(height=32, width=16)
@@ -259,5 +259,76 @@ def test_a_full_disk_is_refused_before_building(
     assert _entries(tmp_path) == []
 
 
-def test_the_cache_is_off_by_default() -> None:
-    assert DataConfig().frame_cache is False
+def test_auto_is_the_default_and_builds_when_the_entry_fits(index: DatasetIndex, tmp_path: Path) -> None:
+    assert DataConfig().frame_cache == "auto"
+    entry = fc.auto_frame_cache(index, TransformConfig(height=32, width=16), tmp_path)
+    assert entry is not None and [e.key for e in fc.list_entries(tmp_path)] == [entry.folder.name]
+
+
+def test_auto_decodes_the_jpegs_when_the_entry_would_not_fit(
+    index: DatasetIndex,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    transform = TransformConfig(height=32, width=16)
+    needed = fc.entry_bytes(fc.cached_tracklets(index), transform)
+    # free space just under four times the entry: more than a quarter of it
+    monkeypatch.setattr(fc.shutil, "disk_usage", lambda path: SimpleNamespace(free=4 * needed - 1))
+    with caplog.at_level("WARNING", logger=fc.__name__):
+        assert fc.auto_frame_cache(index, transform, tmp_path / "new" / "root") is None
+        assert fc.auto_frame_cache(index, transform, tmp_path / "new" / "root") is None
+    warnings = [r.getMessage() for r in caplog.records if r.name == fc.__name__]
+    assert len(warnings) == 1 and "decoding the JPEGs instead" in warnings[0], warnings
+    assert not (tmp_path / "new").exists()  # nothing written
+    monkeypatch.setattr(fc.shutil, "disk_usage", lambda path: SimpleNamespace(free=4 * needed))
+    assert fc.auto_frame_cache(index, transform, tmp_path / "new" / "root") is not None
+
+
+def test_auto_uses_an_entry_that_exists_whatever_the_free_space(
+    index: DatasetIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transform = TransformConfig(height=32, width=16)
+    built = fc.ensure_frame_cache(index, transform, tmp_path)
+    monkeypatch.setattr(fc.shutil, "disk_usage", lambda path: SimpleNamespace(free=1))
+    entry = fc.auto_frame_cache(index, transform, tmp_path)
+    assert entry is not None and entry.folder == built.folder
+
+
+def test_a_disk_that_fills_up_mid_build_is_a_one_line_error(
+    index: DatasetIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes, not stores into a memory map: a full disk or quota is an OSError (a map would SIGBUS), and
+    it leaves no entry and no staging folder."""
+    import errno
+
+    real_open = Path.open
+
+    class Filling:
+        def __init__(self, handle: Any) -> None:
+            self.handle, self.written = handle, 0
+
+        def __enter__(self) -> Filling:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.handle.close()
+
+        def write(self, data: Any) -> int:
+            self.written += 1
+            if self.written > 3:
+                raise OSError(errno.EDQUOT, "Disk quota exceeded")
+            return self.handle.write(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.handle, name)
+
+    def opening(path: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        handle = real_open(path, mode, *args, **kwargs)
+        return Filling(handle) if path.name == fc.FRAMES_FILE and "w" in mode else handle
+
+    monkeypatch.setattr(Path, "open", opening)
+    with pytest.raises(DataError, match=r"frame cache build failed: Disk quota exceeded \(set runtime"):
+        fc.ensure_frame_cache(index, TransformConfig(height=32, width=16), tmp_path)
+    assert _entries(tmp_path) == []
+    assert not [p for p in (tmp_path / "frames").iterdir() if p.is_dir()]

@@ -63,7 +63,10 @@ def submit(
             client = JobSubmissionClient(address)
         except Exception as error:  # connection refused, not a Ray dashboard, ...
             raise fail(f"--address {address}: cannot reach the Ray job server ({error})") from None
-        job_id = submit_study_job(client, spec)
+        try:
+            job_id = submit_study_job(client, spec)
+        except RuntimeError as error:  # the job server refused (HTTP 4xx / 5xx), retried if transient
+            raise fail(f"--address {address}: the Ray job server did not take the study ({error})") from None
     console.print(f"submitted study {spec.name} as Ray job {job_id}", soft_wrap=True)
     console.print(f"follow it: ray job logs --address {address} --follow {job_id}", soft_wrap=True)
     console.print(f"results: {spec.storage.root}/{spec.name} on the cluster's shared volume", soft_wrap=True)

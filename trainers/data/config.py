@@ -151,7 +151,8 @@ class DataConfig(StrictModel):
     sampling: SamplingConfig = SamplingConfig()
     batch: BatchConfig = BatchConfig()
     split: SplitConfig = SplitConfig()
-    #: Data loader worker processes (0 = load in the training process).
+    #: Data loader worker processes decoding JPEGs (0 = in the training process). With every training frame
+    #: in the frame cache the training loader gathers batches in the training process and needs none.
     workers: int = Field(0, ge=0)
     #: More training data (G2A-VReID, or any dataset in the generic layout); validation stays AG-VPReID.
     extra_sources: tuple[ExtraSourceConfig, ...] = ()
@@ -160,7 +161,9 @@ class DataConfig(StrictModel):
     use_extra_sources: bool = True
     #: Read frames decoded and resized once into the shared frame cache (:mod:`trainers.data.frame_cache`,
     #: under ``runtime.cache_dir``, else $AGVP_CACHE, else ~/.cache/agvp-hpo) instead of decoding the JPEGs
-    #: every epoch; the clips are identical either way. Off by default: measured 3.3-5.2x faster loading
-    #: (the 5x target met in one of four settings, see the README), at ~96 KiB of disk per frame at 256x128
-    #: (~140 GB for AG-VPReID's 1.47 M frames).
-    frame_cache: bool = False
+    #: every epoch; the clips and the results are identical either way. ``auto`` (the default): use the
+    #: entry when it exists, build it when it needs at most a quarter of the free disk space there
+    #: (``AUTO_DISK_SHARE``), else decode the JPEGs with one warning. Measured 10-15x the JPEG path's frames
+    #: per CPU-second (see the README); it costs ~96 KiB of disk per frame at 256x128 (~140 GB for
+    #: AG-VPReID's 1.47 M frames) and one decoding pass over every frame to build.
+    frame_cache: bool | Literal["auto"] = "auto"

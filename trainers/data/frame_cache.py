@@ -22,15 +22,19 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
+import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from trainers.atomic import fsync_directory, staged_folder
 from trainers.data.config import TransformConfig
@@ -44,6 +48,7 @@ FRAMES_FILE = "frames.npy"
 INDEX_FILE = "index.json"
 _SUBDIR = "frames"
 _open_entries: dict[Path, FrameCache] = {}
+logger = logging.getLogger(__name__)
 
 
 def resolve_cache_root(cache_dir: Path | str | None) -> Path:
@@ -86,6 +91,7 @@ class FrameCache:
     interpolation: str
     rows: dict[str, tuple[int, int]]
     _frames: np.ndarray | None = None
+    _tensor: torch.Tensor | None = None
 
     @classmethod
     def open(cls, folder: Path | str) -> FrameCache:
@@ -120,9 +126,20 @@ class FrameCache:
                 raise DataError("frame cache array is unreadable (clear the cache)", path=path) from None
         return self._frames
 
+    @property
+    def tensor(self) -> torch.Tensor:
+        """The frames as a (frames, height, width, 3) uint8 tensor over the same memory map, for gathers that
+        run without the GIL (``torch.index_select``). Read-only memory: never write to it."""
+        if self._tensor is None:
+            with warnings.catch_warnings():  # torch warns that the map is read-only; nothing writes to it
+                warnings.simplefilter("ignore", UserWarning)
+                self._tensor = torch.from_numpy(self.frames)
+        return self._tensor
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_frames"] = None
+        state["_tensor"] = None
         return state
 
     def matches(self, transform: TransformConfig) -> bool:
@@ -149,12 +166,16 @@ class FrameCache:
 
 
 def _decode_tracklet(
-    tracklet: Tracklet, root: Path, resize: Callable[[np.ndarray], np.ndarray], out: np.ndarray
-) -> None:
+    tracklet: Tracklet, root: Path, resize: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
     from trainers.data.video_dataset import load_frame  # video_dataset imports this module
 
-    for position in range(len(tracklet.frames)):
-        out[position] = resize(load_frame(tracklet.frame_path(position, root)))
+    return np.stack([resize(load_frame(tracklet.frame_path(i, root))) for i in range(len(tracklet.frames))])
+
+
+def entry_bytes(tracklets: Sequence[Tracklet], transform: TransformConfig) -> int:
+    """Bytes of the frames array an entry of ``tracklets`` at ``transform``'s frame size holds."""
+    return sum(len(t.frames) for t in tracklets) * transform.height * transform.width * 3
 
 
 def build_entry(
@@ -167,14 +188,17 @@ def build_entry(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """Decode and resize every frame of ``tracklets`` into a new entry at ``folder`` (staged, then renamed).
-    Callers hold the entry's lock (:func:`ensure_frame_cache`)."""
+    Callers hold the entry's lock (:func:`ensure_frame_cache`). The array is written with ordinary writes,
+    in order, as the decoding threads finish each tracklet (at most ``2 x threads`` tracklets in memory):
+    a disk or quota that fills up mid-build is an ``OSError``, reported as a :class:`DataError`, where
+    stores into a memory map would have killed the process with SIGBUS."""
     resize = ClipTransform(transform, train=False).resize
     rows: dict[str, tuple[int, int]] = {}
     total = 0
     for tracklet in tracklets:
         rows[tracklet.key] = (total, len(tracklet.frames))
         total += len(tracklet.frames)
-    needed = total * transform.height * transform.width * 3
+    needed = entry_bytes(tracklets, transform)
     folder.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder.parent).free
     if needed > free:
@@ -183,26 +207,36 @@ def build_entry(
             f"{free / 2**30:.1f} GiB free (set runtime.cache_dir elsewhere, or data.frame_cache: false)",
             path=folder.parent,
         )
+    shape = (total, transform.height, transform.width, 3)
     with staged_folder(folder, "build") as staging:
         staging.mkdir()
-        frames = np.lib.format.open_memmap(
-            staging / FRAMES_FILE,
-            mode="w+",
-            dtype=np.uint8,
-            shape=(total, transform.height, transform.width, 3),
-        )
-
-        def work(tracklet: Tracklet) -> None:
-            first, count = rows[tracklet.key]
-            _decode_tracklet(tracklet, root, resize, frames[first : first + count])
-
-        done = 0
-        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:  # PIL decodes without the GIL
-            for _ in pool.map(work, tracklets):
-                done += 1
-                if on_progress is not None:
-                    on_progress(done, len(tracklets))
-        frames.flush()
+        try:
+            with (staging / FRAMES_FILE).open("wb") as out:
+                header = {"descr": np.dtype(np.uint8).str, "fortran_order": False, "shape": shape}
+                np.lib.format.write_array_header_1_0(out, header)
+                with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:  # PIL decodes without the GIL
+                    pending: deque[Future[np.ndarray]] = deque()
+                    done = 0
+                    for tracklet in tracklets:
+                        pending.append(pool.submit(_decode_tracklet, tracklet, root, resize))
+                        while len(pending) >= 2 * max(1, threads) or (pending and pending[0].done()):
+                            out.write(memoryview(pending.popleft().result()).cast("B"))
+                            done += 1
+                            if on_progress is not None:
+                                on_progress(done, len(tracklets))
+                    while pending:
+                        out.write(memoryview(pending.popleft().result()).cast("B"))
+                        done += 1
+                        if on_progress is not None:
+                            on_progress(done, len(tracklets))
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as error:  # a full disk or quota while writing (an unreadable frame is a DataError)
+            raise DataError(
+                f"frame cache build failed: {error.strerror or error} (set runtime.cache_dir elsewhere, or "
+                "data.frame_cache: false)",
+                path=folder.parent,
+            ) from None
         meta = {
             "version": FRAME_CACHE_VERSION,
             "height": transform.height,
@@ -212,9 +246,8 @@ def build_entry(
             "tracklets": {key: list(row) for key, row in rows.items()},
         }
         (staging / INDEX_FILE).write_text(json.dumps(meta), encoding="utf-8")
-        for name in (FRAMES_FILE, INDEX_FILE):
-            with (staging / name).open("rb+") as handle:
-                os.fsync(handle.fileno())
+        with (staging / INDEX_FILE).open("rb+") as handle:
+            os.fsync(handle.fileno())
     fsync_directory(folder.parent)
 
 
@@ -251,6 +284,47 @@ def ensure_frame_cache(
     entry = FrameCache.open(folder)
     _open_entries[folder] = entry
     return entry
+
+
+#: ``data.frame_cache: auto`` builds a missing entry only when it needs at most this share of the free disk
+#: space at the cache root (an entry that exists is always used).
+AUTO_DISK_SHARE = 0.25
+_declined: set[str] = set()  # auto entries declined in this process (warned once each)
+
+
+def auto_frame_cache(
+    index: DatasetIndex,
+    transform: TransformConfig,
+    cache_dir: Path | str | None = None,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> FrameCache | None:
+    """``data.frame_cache: auto``: the entry of (``index``, frame size, interpolation) when it exists or
+    takes at most :data:`AUTO_DISK_SHARE` of the free space at the cache root (then built as by
+    :func:`ensure_frame_cache`), else None - the frames are decoded from the JPEGs, which gives the same
+    clips - with one warning per entry and process saying how to turn it on."""
+    key = frame_cache_key(index, transform.height, transform.width, transform.interpolation)
+    root = resolve_cache_root(cache_dir)
+    if not (root / _SUBDIR / key / INDEX_FILE).is_file():
+        needed = entry_bytes(cached_tracklets(index), transform)
+        existing = next(p for p in (root, *root.parents) if p.exists())
+        free = shutil.disk_usage(existing).free
+        if needed > AUTO_DISK_SHARE * free:
+            if key not in _declined:
+                _declined.add(key)
+                logger.warning(
+                    "%s: data.frame_cache is auto and the %dx%d frame cache would need %.1f GiB, more than "
+                    "%d%% of the %.1f GiB free there: decoding the JPEGs instead (set runtime.cache_dir to a "
+                    "larger local disk, build it with `agvp-hpo data cache build`, or set data.frame_cache)",
+                    root,
+                    transform.height,
+                    transform.width,
+                    needed / 2**30,
+                    round(AUTO_DISK_SHARE * 100),
+                    free / 2**30,
+                )
+            return None
+    return ensure_frame_cache(index, transform, cache_dir, on_progress=on_progress)
 
 
 @dataclass(frozen=True)

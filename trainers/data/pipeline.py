@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from trainers.data.cache_loader import CacheLoader
 from trainers.data.config import DataConfig
-from trainers.data.frame_cache import FrameCache, ensure_frame_cache
+from trainers.data.frame_cache import FrameCache, auto_frame_cache, ensure_frame_cache
 from trainers.data.index import DatasetIndex, Tracklet, read_dataset
 from trainers.data.pk_sampler import PKSampler
 from trainers.data.sampling import SamplingMode
@@ -43,9 +44,11 @@ def validation_split(index: DatasetIndex, config: DataConfig) -> ValidationSplit
 
 def frame_cache_for(index: DatasetIndex, config: DataConfig, cache_dir: Path | None) -> FrameCache | None:
     """The shared frame cache of ``index`` at the configured frame size (built on first use), or None when
-    ``data.frame_cache`` is off."""
-    if not config.frame_cache:
+    ``data.frame_cache`` is off (or ``auto`` and the cache would not fit, :func:`auto_frame_cache`)."""
+    if config.frame_cache is False:
         return None
+    if config.frame_cache == "auto":
+        return auto_frame_cache(index, config.transform, cache_dir)
     return ensure_frame_cache(index, config.transform, cache_dir)
 
 
@@ -79,6 +82,10 @@ class BatchLoader(DataLoader[dict[str, Any]]):
             yield {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
 
 
+#: What :func:`train_loader` returns: both iterate the epoch's batches as dicts of tensors.
+TrainLoader = BatchLoader | CacheLoader
+
+
 def train_loader(
     index: DatasetIndex,
     split: ValidationSplit,
@@ -88,15 +95,17 @@ def train_loader(
     data_fraction: float = 1.0,
     cache_dir: Path | None = None,
     pin_memory: bool = False,
-) -> tuple[BatchLoader, TrackletDataset, PKSampler]:
+) -> tuple[TrainLoader, TrackletDataset, PKSampler]:
     """PK batches of training clips. Call ``dataset.set_epoch(e)`` and ``sampler.set_epoch(e)`` each epoch;
     together with ``seed`` they fix every sample (exact resume). With ``data_fraction`` < 1 only that share
     of the training identities is sampled (:func:`identity_subset`, seeded by ``data.split.subset_seed``);
     the class labels still cover every training identity, so a checkpoint continues on a larger fraction.
     ``cache_dir``: root of the frame cache (``runtime.cache_dir``; None = $AGVP_CACHE or ~/.cache/agvp-hpo).
-    Workers are persistent (the batches carry the epoch, see :class:`EpochBatches`) and build whole
-    batches (:meth:`TrackletDataset.batch`: the flips are a flag per clip, applied by ``to_model_input``);
-    ``pin_memory`` (for a CUDA device) hands them over in page-locked memory."""
+    Batches are built whole (:meth:`TrackletDataset.batch`: the flips are a flag per clip, applied by
+    ``to_model_input``). When every tracklet is in the frame cache (and clips are not dense) a
+    :class:`~trainers.data.cache_loader.CacheLoader` gathers them in this process, ``config.workers``
+    unused; otherwise ``config.workers`` persistent worker processes build them (the batches carry the
+    epoch, see :class:`EpochBatches`). ``pin_memory`` (for a CUDA device) gives page-locked batches."""
     tracklets = training_tracklets(index, split)
     labels = label_map(tracklets)
     tracklets = identity_subset(
@@ -113,6 +122,14 @@ def train_loader(
         frame_cache=frame_cache_for(index, config, cache_dir),
     )
     sampler = PKSampler([labels[t.pid] for t in tracklets], p=config.batch.p, k=config.batch.k, seed=seed)
+    cache = dataset.frame_cache
+    if (
+        cache is not None
+        and dataset.mode is not SamplingMode.DENSE
+        and all(cache.first_row(t) is not None for t in tracklets)
+    ):
+        # every clip is one gather from the cache: cheaper in this process than any worker's hand-over
+        return CacheLoader(dataset, EpochBatches(sampler), pin_memory=pin_memory), dataset, sampler
     # each worker builds whole batches (TrackletDataset.batch: one frame-cache gather per batch, no
     # per-item collate); the batch sampler's lists reach the dataset as they are (batch_size=None)
     loader = BatchLoader(
@@ -123,6 +140,10 @@ def train_loader(
         num_workers=config.workers,
         persistent_workers=config.workers > 0,
         pin_memory=pin_memory,
+        # its own generator: a DataLoader draws its workers' base seed at every fresh iterator (each epoch
+        # without workers, once with persistent ones), which from torch's global generator would shift the
+        # training's random stream (dropout, ...) by the worker count and away from the CacheLoader's
+        generator=torch.Generator().manual_seed(seed),
     )
     return loader, dataset, sampler
 

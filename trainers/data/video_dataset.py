@@ -6,7 +6,7 @@ loader workers, restarts and resumed runs see the same clips.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,14 +100,21 @@ class TrackletDataset(Dataset[dict[str, Any]]):
         label = self.labels[tracklet.pid] if self.labels is not None else -1
         return {"clip": pixels, "erase": erase, "label": label, "camera": tracklet.camera, "index": index}
 
-    def batch(self, indices: Sequence[int | tuple[int, int]]) -> dict[str, Any]:
+    def batch(
+        self,
+        indices: Sequence[int | tuple[int, int]],
+        *,
+        buffer: Callable[[tuple[int, ...]], torch.Tensor] = batch_buffer,
+    ) -> dict[str, Any]:
         """The batch of ``indices``, built at once (the training loader's worker calls this, see
         :class:`TrackletBatches`): item for item the clips of ``self[i]``, from the same generator in the
         same order, so still a pure function of (seed, epoch, index), but the frames are written straight
         into one batch array (one gather from the frame cache for the whole batch, or each decoded JPEG
         copied once) and the flips are left to the device: ``flip`` holds one flag per clip, which
         :func:`~trainers.data.transforms.to_model_input` applies. Dense mode (several clips per item)
-        falls back to the items and :func:`~trainers.data.transforms.collate_clips`."""
+        falls back to the items and :func:`~trainers.data.transforms.collate_clips`. ``buffer(shape)`` gives
+        the contiguous uint8 array the frames are written into (default :func:`batch_buffer`: shared memory
+        in a loader worker)."""
         if self.mode is SamplingMode.DENSE:
             return collate_clips([self[i] for i in indices])
         config = self.transform.config
@@ -132,12 +139,14 @@ class TrackletDataset(Dataset[dict[str, Any]]):
             labels.append(self.labels[tracklet.pid] if self.labels is not None else -1)
             cameras.append(tracklet.camera)
             positions.append(index)
-        pixels = batch_buffer((count * seq_len, config.height, config.width, 3))
+        pixels = buffer((count * seq_len, config.height, config.width, 3))
         out = pixels.numpy()
         if self.frame_cache is not None and all(first is not None for first in cached):
             rows = np.concatenate([first + clip for first, clip in zip(cached, picks, strict=True)])
-            # one read of the memory map for the whole batch, straight into the batch array
-            np.take(self.frame_cache.frames, rows, axis=0, out=out, mode="clip")
+            rows = rows.astype(np.int64, copy=False)
+            # one read of the memory map for the whole batch, straight into the batch array; in torch,
+            # which releases the GIL (np.take holds it), so a loader thread gathers while training runs
+            torch.index_select(self.frame_cache.tensor, 0, torch.from_numpy(rows), out=pixels)
         else:
             for row, (tracklet, clip, first) in enumerate(zip(tracklets, picks, cached, strict=True)):
                 block = out[row * seq_len : (row + 1) * seq_len]
