@@ -199,7 +199,9 @@ def loader_and_extraction(
     )
     index = read_training_index(root, config.data)
     split = validation_split(index, config.data)
-    loader, _, _ = train_loader(index, split, config.data, cache_dir=scratch / "cache")
+    loader, _, _ = train_loader(
+        index, split, config.data, cache_dir=scratch / "cache", pin_memory=device.type == "cuda"
+    )
     iterator = iter(loader)
     next(iterator)  # worker start-up and the frame cache's build are not counted
     frames, started = 0, time.perf_counter()

@@ -63,6 +63,8 @@ def measure(preset: str, data: Path, scratch: Path, p: int, k: int, threads: int
         "data.split.fraction": 0.3,
         "runtime.cache_dir": str(scratch / f"cache-{preset}"),
         "runtime.threads": threads,
+        # the JPEG path: a frame-cache build is a once-per-node cost, measured by loader_throughput.py
+        "data.frame_cache": False,
     }
     config = resolve_config({"preset": preset}, overrides=overrides)
     device = torch.device("cpu")
@@ -74,7 +76,7 @@ def measure(preset: str, data: Path, scratch: Path, p: int, k: int, threads: int
     started = time.perf_counter()
     index = read_training_index(config.data.root, config.data)
     split = validation_split(index, config.data)
-    loader, dataset, _ = train_loader(index, split, config.data, seed=0)
+    loader, dataset, _ = train_loader(index, split, config.data, seed=0, cache_dir=config.runtime.cache_dir)
     labels = dict(dataset.labels or {})
     timed("data setup", started)
     memory = None
