@@ -122,6 +122,14 @@ def test_trainer_settings_resolve_paths_and_defaults(tmp_path: Path, small_root:
     )
     assert trainer_settings(fixed)["overrides"]["optim.epochs"] == 20
     assert trial_config(trainer_settings(fixed), {}).optim.epochs == 20
+    cached = parse_study(
+        _raw(
+            tmp_path,
+            small_root,
+            trainer={**_raw(tmp_path)["trainer"], "overrides": {"runtime": {"cache_dir": "rel/cache"}}},
+        )
+    )
+    assert trainer_settings(cached)["overrides"]["runtime.cache_dir"] == str(Path("rel/cache").resolve())
 
 
 def test_synthetic_trainer_resumes_exactly_and_fails_on_request(tmp_path: Path) -> None:

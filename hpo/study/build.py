@@ -100,7 +100,8 @@ def core_from_spec(spec: StudySpec) -> SchedulerCore:
 
 
 def trainer_settings(spec: StudySpec) -> dict[str, Any]:
-    """The trainer section as the trials receive it: absolute paths (Ray runs trials in other folders),
+    """The trainer section as the trials receive it: absolute paths (the data, weights and a
+    ``runtime.cache_dir`` override: Ray runs trials in other folders),
     and for ``tfclip`` the LR schedule spanning ``fidelity.max`` epochs (``fidelity.epochs`` for a data
     fraction) and torch threads = the trial's CPUs, unless the study sets them."""
     settings = spec.trainer.model_dump(mode="json")
@@ -118,5 +119,8 @@ def trainer_settings(spec: StudySpec) -> dict[str, Any]:
             overrides["optim.epochs"] = spec.fidelity.schedule_epochs
         if "runtime.threads" not in overrides and "runtime.threads" not in spec.space:
             overrides["runtime.threads"] = max(1, math.floor(spec.resources.cpu))
+        cache_dir = overrides.get("runtime.cache_dir")
+        if isinstance(cache_dir, str):  # like the data paths: relative to where agvp-hpo runs
+            overrides["runtime.cache_dir"] = str(Path(cache_dir).expanduser().resolve())
         settings["overrides"] = overrides
     return settings
