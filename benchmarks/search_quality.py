@@ -500,7 +500,9 @@ def default_table(summary: dict[str, Any]) -> str:
         checkpoints = list(next(iter(next(iter(benchmarks.values()))["methods"].values()))["regret_at"])
         shown = list(dict.fromkeys([c for c in checkpoints if float(c) == 20.0] + checkpoints[-1:]))
         figures = [("FBE to 0.1", "fbe_to_0.1")] + [(f"r@{float(c):g}", f"regret_at_{c}") for c in shown]
-        seeds = sorted({c["seeds"] for data in benchmarks.values() for c in data["methods"].values()})
+        seeds = sorted(  # of the methods compared here (the prior runs have their own table)
+            {c["seeds"] for data in benchmarks.values() for m, c in data["methods"].items() if "@" not in m}
+        )
         out.append(
             f"**R = {grid}** ({'/'.join(map(str, seeds))} seeds; x = default / best peer with its "
             f"{low:g}-{high:g} % bootstrap interval over seeds; below 1 is better)\n"
