@@ -70,6 +70,22 @@ def test_resume_refuses_another_configuration(small_root: Path, tmp_path: Path) 
         fit(_config(small_root), max_epochs=2, resume_from=tmp_path / "nowhere")
 
 
+def test_resume_crosses_the_frame_source_and_worker_count(small_root: Path, tmp_path: Path) -> None:
+    """A checkpoint written from the JPEGs resumes from the frame cache with a worker, and continues
+    exactly as the uninterrupted run does (the two settings change how frames are read, nothing else)."""
+    jpeg = _config(small_root, **{"data.frame_cache": False, "runtime.cache_dir": str(tmp_path / "cache")})
+    other = _config(
+        small_root,
+        **{"data.frame_cache": True, "data.workers": 1, "runtime.cache_dir": str(tmp_path / "cache")},
+    )
+    straight = fit(jpeg, max_epochs=2)
+    fit(jpeg, max_epochs=1, checkpoint_dir=tmp_path / "run")
+    resumed = fit(other, max_epochs=2, checkpoint_dir=tmp_path / "run", resume_from=tmp_path / "run")
+    assert [r["epoch"] for r in resumed] == [2]
+    for key in ("train_loss", "val_map"):
+        assert resumed[0][key] == straight[-1][key], key
+
+
 def test_non_finite_loss_stops_without_a_checkpoint(
     small_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -217,7 +217,7 @@ def fit(
         payload = load_checkpoint(resume_from)
         if payload["memory_key"] != memory_key or payload["split"] != _split_dict(split):
             raise CheckpointError(f"{resume_from}: checkpoint was made for different data or memory")
-        if TrainerConfig.model_validate(payload["config"]) != config:
+        if _trained_alike(TrainerConfig.model_validate(payload["config"])) != _trained_alike(config):
             raise CheckpointError(f"{resume_from}: checkpoint was made with a different configuration")
         model.load_state_dict(payload["model"])
         task.load_state_dict(payload["task"])
@@ -305,6 +305,16 @@ def fit(
         if report is not None:
             report(result)
     return results
+
+
+def _trained_alike(config: TrainerConfig) -> TrainerConfig:
+    """``config`` without the settings that change how frames are read, never what is trained on:
+    ``data.frame_cache`` and ``data.workers`` give the same batches, random stream and results
+    (``tests/test_batch_loader.py``), so a checkpoint resumes across them (e.g. one written before the
+    frame cache defaulted to ``auto``)."""
+    return config.model_copy(
+        update={"data": config.data.model_copy(update={"frame_cache": False, "workers": 0})}
+    )
 
 
 def _split_dict(split: ValidationSplit) -> dict[str, Any]:
