@@ -2,8 +2,8 @@
 each batch is, item for item and after ``to_model_input``, what the per-item path plus ``collate_clips``
 gives, from the JPEGs or the frame cache alike, with the flips as one flag per clip. Then the in-process
 loader on the frame cache (trainers/data/cache_loader.py): chosen when every training tracklet is cached,
-the same batches and training results as the JPEG path, buffers reused only once released, errors and early
-exits handled in its prefetch thread."""
+the same batches as the JPEG path (the same training results: tests/test_tfclip_engine.py), buffers reused
+only once released, errors and early exits handled in its prefetch thread."""
 
 from __future__ import annotations
 
@@ -354,35 +354,3 @@ def test_pin_memory_asks_for_page_locked_buffers(index: DatasetIndex, tmp_path: 
     assert not isinstance(pinned._buffer, BufferPool)
     if torch.cuda.is_available():
         assert next(iter(pinned))["clip"].is_pinned()
-
-
-def test_training_on_the_cache_gives_the_jpeg_paths_results(small_root: Path, tmp_path: Path) -> None:
-    """Whole epochs of `fit` (training through the in-process loader, validation from the cache) end
-    with exactly the losses and metrics of the JPEG path, with or without a worker: no loader draws from
-    torch's global generator, which the training's own randomness uses."""
-    from trainers.engine import fit
-    from trainers.tfclip.config import resolve_config
-
-    def run(cache: bool, workers: int = 0) -> list[dict[str, Any]]:
-        config = resolve_config(
-            {
-                "preset": "tiny-cpu",
-                "data": {
-                    "root": str(small_root),
-                    "batch": {"p": 4, "k": 2},
-                    "split": {"fraction": 0.3},
-                    "frame_cache": cache,
-                    "workers": workers,
-                },
-                "runtime": {"eval_batch_size": 64, "cache_dir": str(tmp_path / "cache")},
-            }
-        )
-        return fit(config, max_epochs=2)
-
-    plain = run(False)
-    assert not list((tmp_path / "cache").rglob("frames.npy"))
-    for other in (run(True), run(False, workers=1)):
-        for a, b in zip(plain, other, strict=True):
-            for key in ("train_loss", "val_map", "val_r1"):
-                assert a[key] == b[key], key
-    assert list((tmp_path / "cache").rglob("frames.npy"))  # the cache was built and used

@@ -70,6 +70,28 @@ def test_resume_refuses_another_configuration(small_root: Path, tmp_path: Path) 
         fit(_config(small_root), max_epochs=2, resume_from=tmp_path / "nowhere")
 
 
+def test_training_on_the_cache_gives_the_jpeg_paths_results(small_root: Path, tmp_path: Path) -> None:
+    """Whole epochs of `fit` (training through the in-process CacheLoader, validation from the cache) end
+    with exactly the losses and metrics of the JPEG path, with or without a worker: no loader draws from
+    torch's global generator, which the training's own randomness uses."""
+
+    def run(cache: bool, workers: int = 0) -> list[dict[str, Any]]:
+        overrides = {
+            "data.frame_cache": cache,
+            "data.workers": workers,
+            "runtime.cache_dir": str(tmp_path / "cache"),
+        }
+        return fit(_config(small_root, **overrides), max_epochs=2)
+
+    plain = run(False)
+    assert not list((tmp_path / "cache").rglob("frames.npy"))
+    for other in (run(True), run(False, workers=1)):
+        for a, b in zip(plain, other, strict=True):
+            for key in ("train_loss", "val_map", "val_r1"):
+                assert a[key] == b[key], key
+    assert list((tmp_path / "cache").rglob("frames.npy"))  # the cache was built and used
+
+
 def test_resume_crosses_the_frame_source_and_worker_count(small_root: Path, tmp_path: Path) -> None:
     """A checkpoint written from the JPEGs resumes from the frame cache with a worker, and continues
     exactly as the uninterrupted run does (the two settings change how frames are read, nothing else)."""

@@ -310,7 +310,7 @@ def fit(
 def _trained_alike(config: TrainerConfig) -> TrainerConfig:
     """``config`` without the settings that change how frames are read, never what is trained on:
     ``data.frame_cache`` and ``data.workers`` give the same batches, random stream and results
-    (``tests/test_batch_loader.py``), so a checkpoint resumes across them (e.g. one written before the
+    (``tests/test_tfclip_engine.py``), so a checkpoint resumes across them (e.g. one written before the
     frame cache defaulted to ``auto``)."""
     return config.model_copy(
         update={"data": config.data.model_copy(update={"frame_cache": False, "workers": 0})}

@@ -214,19 +214,14 @@ def build_entry(
             with (staging / FRAMES_FILE).open("wb") as out:
                 header = {"descr": np.dtype(np.uint8).str, "fortran_order": False, "shape": shape}
                 np.lib.format.write_array_header_1_0(out, header)
-                with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:  # PIL decodes without the GIL
+                workers = max(1, threads)
+                with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decodes without the GIL
                     pending: deque[Future[np.ndarray]] = deque()
-                    done = 0
-                    for tracklet in tracklets:
-                        pending.append(pool.submit(_decode_tracklet, tracklet, root, resize))
-                        while len(pending) >= 2 * max(1, threads) or (pending and pending[0].done()):
-                            out.write(memoryview(pending.popleft().result()).cast("B"))
-                            done += 1
-                            if on_progress is not None:
-                                on_progress(done, len(tracklets))
-                    while pending:
-                        out.write(memoryview(pending.popleft().result()).cast("B"))
-                        done += 1
+                    queued = iter(tracklets)
+                    for done in range(1, len(tracklets) + 1):
+                        while len(pending) < 2 * workers and (tracklet := next(queued, None)) is not None:
+                            pending.append(pool.submit(_decode_tracklet, tracklet, root, resize))
+                        out.write(memoryview(pending.popleft().result()).cast("B"))  # in order
                         if on_progress is not None:
                             on_progress(done, len(tracklets))
                 out.flush()
@@ -251,6 +246,11 @@ def build_entry(
     fsync_directory(folder.parent)
 
 
+def _entry_folder(index: DatasetIndex, transform: TransformConfig, cache_dir: Path | str | None) -> Path:
+    key = frame_cache_key(index, transform.height, transform.width, transform.interpolation)
+    return resolve_cache_root(cache_dir) / _SUBDIR / key
+
+
 def ensure_frame_cache(
     index: DatasetIndex,
     transform: TransformConfig,
@@ -261,14 +261,23 @@ def ensure_frame_cache(
 ) -> FrameCache:
     """Open the entry of (``index``, frame size, interpolation), building it first when absent. Many
     processes may call this at once: the entry is built at most once, the others wait for it."""
-    key = frame_cache_key(index, transform.height, transform.width, transform.interpolation)
-    base = resolve_cache_root(cache_dir) / _SUBDIR
-    folder = base / key
+    folder = _entry_folder(index, transform, cache_dir)
+    return _open_or_build(folder, index, transform, threads=threads, on_progress=on_progress)
+
+
+def _open_or_build(
+    folder: Path,
+    index: DatasetIndex,
+    transform: TransformConfig,
+    *,
+    threads: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> FrameCache:
     if folder in _open_entries and folder.is_dir():
         return _open_entries[folder]
     if not (folder / INDEX_FILE).is_file():
-        base.mkdir(parents=True, exist_ok=True)
-        lock_path = base / f"{key}.lock"
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = folder.parent / f"{folder.name}.lock"
         with lock_path.open("a") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file closes
             if not (folder / INDEX_FILE).is_file():
@@ -303,15 +312,15 @@ def auto_frame_cache(
     takes at most :data:`AUTO_DISK_SHARE` of the free space at the cache root (then built as by
     :func:`ensure_frame_cache`), else None - the frames are decoded from the JPEGs, which gives the same
     clips - with one warning per entry and process saying how to turn it on."""
-    key = frame_cache_key(index, transform.height, transform.width, transform.interpolation)
+    folder = _entry_folder(index, transform, cache_dir)  # the key hashes the index: computed once
     root = resolve_cache_root(cache_dir)
-    if not (root / _SUBDIR / key / INDEX_FILE).is_file():
+    if not (folder / INDEX_FILE).is_file():
         needed = entry_bytes(cached_tracklets(index), transform)
         existing = next(p for p in (root, *root.parents) if p.exists())
         free = shutil.disk_usage(existing).free
         if needed > AUTO_DISK_SHARE * free:
-            if key not in _declined:
-                _declined.add(key)
+            if folder.name not in _declined:
+                _declined.add(folder.name)
                 logger.warning(
                     "%s: data.frame_cache is auto and the %dx%d frame cache would need %.1f GiB, more than "
                     "%d%% of the %.1f GiB free there: decoding the JPEGs instead (set runtime.cache_dir to a "
@@ -324,7 +333,7 @@ def auto_frame_cache(
                     free / 2**30,
                 )
             return None
-    return ensure_frame_cache(index, transform, cache_dir, on_progress=on_progress)
+    return _open_or_build(folder, index, transform, on_progress=on_progress)
 
 
 @dataclass(frozen=True)
